@@ -1,0 +1,1 @@
+"""Pod VM side: agent-protocol-forwarder, pod network, process-user-data, attestation."""

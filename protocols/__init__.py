@@ -1,0 +1,1 @@
+"""Contracts shared by both daemons: ttrpc, Kata protobufs, apf.json, user-data, initdata."""

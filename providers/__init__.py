@@ -1,0 +1,1 @@
+"""Cloud provider drivers behind the Provider contract in ``providers.base``."""

@@ -1,0 +1,51 @@
+"""Lazy name -> provider table. A provider's SDK loads only when that provider is chosen.
+
+Each provider package ``providers/<name>/`` exposes, without importing its cloud SDK:
+- ``Settings``: a frozen dataclass of ``providers.settings.setting`` fields;
+- ``make_provider(settings, *, node_name: str) -> Provider``, which imports the SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from providers.base import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEntry:
+    name: str
+    module: str
+    extra: str | None  # the pip extra that brings the SDK, None when nothing is needed
+
+
+PROVIDERS: dict[str, ProviderEntry] = {
+    entry.name: entry
+    for entry in (
+        ProviderEntry("local", "providers.local", None),
+        ProviderEntry("aws", "providers.aws", "aws"),
+        ProviderEntry("azure", "providers.azure", "azure"),
+        ProviderEntry("gcp", "providers.gcp", "gcp"),
+        ProviderEntry("libvirt", "providers.libvirt", "libvirt"),
+    )
+}
+
+
+def names() -> list[str]:
+    return sorted(PROVIDERS)
+
+
+def load(name: str) -> ModuleType:
+    """Import the provider package ``name`` (not its SDK)."""
+    entry = PROVIDERS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown cloud provider {name!r}; known: {', '.join(names())}")
+    try:
+        return importlib.import_module(entry.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and entry.module.startswith(exc.name):
+            raise ConfigError(f"cloud provider {name!r} is not available in this build") from exc
+        hint = f" (pip install 'peerpods[{entry.extra}]')" if entry.extra else ""
+        raise ConfigError(f"cloud provider {name!r} needs {exc.name}{hint}") from exc
