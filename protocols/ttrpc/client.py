@@ -29,6 +29,11 @@ M = TypeVar("M", bound=Message)
 _MAX_STREAM_ID = (1 << 32) - 1
 
 
+def _expire(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TTRPCError(Code.DEADLINE_EXCEEDED, "context deadline exceeded"))
+
+
 class _ClientConnection(FrameProtocol):
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
@@ -170,13 +175,11 @@ class Client:
             if timeout is None:
                 response = await waiter
             else:
+                timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
                 try:
-                    async with asyncio.timeout(timeout):
-                        response = await waiter
-                except TimeoutError:
-                    raise TTRPCError(
-                        Code.DEADLINE_EXCEEDED, "context deadline exceeded"
-                    ) from None
+                    response = await waiter
+                finally:
+                    timer.cancel()
         finally:
             del conn.pending[stream_id]
         status = response.status

@@ -77,7 +77,7 @@ class FrameDecoder:
         """Bytes held that do not yet form a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
+    def feed(self, data: bytes | memoryview) -> list[Frame | OversizedFrame]:
         frames: list[Frame | OversizedFrame] = []
         view = memoryview(data)
         if self._skip:

@@ -79,7 +79,11 @@ def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
     pos = 0
     end = len(data)
     while pos < end:
-        key, pos = _read_varint(data, pos)
+        key = data[pos]
+        if key < 0x80:  # every field number the envelope uses fits one byte
+            pos += 1
+        else:
+            key, pos = _read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise DecodeError("invalid field number 0")
@@ -87,7 +91,11 @@ def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
             value, pos = _read_varint(data, pos)
             out.append((number, wire, value))
         elif wire == 2:
-            length, pos = _read_varint(data, pos)
+            if pos < end and data[pos] < 0x80:
+                length = data[pos]
+                pos += 1
+            else:
+                length, pos = _read_varint(data, pos)
             if pos + length > end:
                 raise DecodeError(f"field {number}: length {length} past end of message")
             out.append((number, wire, bytes(data[pos : pos + length])))
