@@ -1,11 +1,119 @@
-"""Entry point of ``cloud-api-adaptor``."""
+"""Entry point of ``cloud-api-adaptor``: parse settings, configure logging, run the daemon.
 
+The first SIGINT/SIGTERM shuts down gracefully (pod VMs keep running); a second one exits
+with status 1 at once. With ``NOTIFY_SOCKET`` set, READY=1 and STOPPING=1 are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
 import sys
+from collections.abc import Mapping, Sequence
+
+from adaptor.cli import PROG, Loader, RunCommand, TextCommand, UsageError, parse_command
+from adaptor.logformat import JsonFormatter, TextFormatter
+from adaptor.server import Daemon, StartupError, prepare
+from protocols import sdnotify
+from providers import registry
+from providers.base import ProviderError
+from providers.settings import describe
+
+log = logging.getLogger("adaptor")
+
+_HANDLER_MARK = "_peerpods_handler"
 
 
-def main() -> int:
-    print("cloud-api-adaptor: not implemented yet", file=sys.stderr)
-    return 2
+def configure_logging(log_format: str, level: str) -> None:
+    """Install one stderr handler on the root logger (replacing one installed before)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def _notify(state: str, env: Mapping[str, str]) -> None:
+    try:
+        sdnotify.notify(state, environ=env)
+    except sdnotify.NotifyError as exc:
+        log.warning("%s", exc)
+
+
+async def run(command: RunCommand, env: Mapping[str, str]) -> int:
+    settings = command.settings
+    try:
+        prepared = prepare(settings)
+    except StartupError as exc:
+        log.error("startup failed: %s", exc)
+        return 1
+    log.info(
+        "server config: %s",
+        json.dumps({"provider": command.provider, "common": describe(settings),
+                    command.provider: describe(command.provider_settings)}, default=str),
+    )
+    try:
+        provider = command.module.make_provider(
+            command.provider_settings, node_name=prepared.node_name
+        )
+    except ProviderError as exc:
+        log.error("startup failed: provider %s: %s", command.provider, exc)
+        return 1
+    daemon = Daemon(settings, provider, prepared=prepared)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.error("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await daemon.start()
+        _notify("READY=1", env)
+        await stop.wait()
+        return 0
+    except (StartupError, ProviderError) as exc:
+        log.error("startup failed: %s", exc)
+        return 1
+    finally:
+        _notify("STOPPING=1", env)
+        await daemon.aclose()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    loader: Loader = registry.load,
+) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ if env is None else env
+    try:
+        command = parse_command(args, environ, loader)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"Run '{PROG} help' for usage.", file=sys.stderr)
+        return 2
+    if isinstance(command, TextCommand):
+        if command.text:
+            print(command.text, end="")
+        return command.status
+    configure_logging(command.settings.log_format, command.settings.log_level)
+    return asyncio.run(run(command, environ))
 
 
 if __name__ == "__main__":

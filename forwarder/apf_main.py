@@ -34,13 +34,12 @@ def version_text() -> str:
 
 
 def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s [%(name)s] %(levelname)s %(message)s", datefmt="%Y/%m/%d %H:%M:%S"
-    ))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s [%(name)s] %(levelname)s %(message)s",
+        datefmt="%Y/%m/%d %H:%M:%S",
+    )
 
 
 async def serve(options: Options) -> None:
@@ -62,10 +61,19 @@ async def serve(options: Options) -> None:
     try:
         config = load_config(options.config_path)
         forwarder = Forwarder(options, config)
-        await forwarder.start()
+        starting = asyncio.create_task(forwarder.start())
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            # A signal during startup (the pod network may wait minutes for the VM's
+            # interface) stops it too.
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # StartupError propagates
+                await stopping
         finally:
+            for task in (starting, stopping):
+                task.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
             await forwarder.aclose()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

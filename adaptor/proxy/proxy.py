@@ -1,0 +1,144 @@
+"""One sandbox's agent proxy.
+
+The shim connects (any number of times) to ``<pods-dir>/<sid>/agent.ttrpc``; every
+``grpc.AgentService`` and ``grpc.Health`` call is relayed over ONE ttrpc client connection to
+the pod VM's forwarder, payload bytes untouched, keeping service, method, metadata and the
+remaining deadline. Error statuses come back unchanged. The proxy adds no deadline of its own.
+
+Beyond upstream: when the forwarder connection drops, the call in flight fails with
+UNAVAILABLE and the next call dials again (bounded by its deadline, else the proxy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from adaptor.proxy.dialer import DialTimeout, ForwarderDialer
+from adaptor.proxy.intercept import LOG_ONLY, rewrite_create_container
+from protocols.ttrpc import CallContext, Client, Code, ConnectionClosed, Server, TTRPCError
+
+log = logging.getLogger(__name__)
+
+AGENT_SERVICE = "grpc.AgentService"
+HEALTH_SERVICE = "grpc.Health"
+
+
+class AgentProxy:
+    """``start()`` dials the forwarder (with backoff) and then opens the unix listener."""
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        socket_path: str,
+        dialer: ForwarderDialer,
+        *,
+        proxy_timeout: float,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.socket_path = socket_path
+        self._dialer = dialer
+        self._proxy_timeout = proxy_timeout
+        self._client: Client | None = None
+        self._dial_lock = asyncio.Lock()
+        self._server: Server | None = None
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        return self._server is not None and not self._closed
+
+    @property
+    def upstream_connected(self) -> bool:
+        return self._client is not None and not self._client.closed
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Wait until the forwarder answers, then listen on the agent socket."""
+        try:
+            self._client = await self._dialer.dial(
+                self._proxy_timeout if timeout is None else timeout
+            )
+            server = Server()
+            server.register_raw(AGENT_SERVICE, self._forward)
+            server.register_raw(HEALTH_SERVICE, self._forward)
+            server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self._create_container)
+            _prepare_socket_path(self.socket_path)
+            await server.start_unix(self.socket_path, mode=0o600)
+            self._server = server
+        except BaseException:
+            await asyncio.shield(self.aclose())
+            raise
+        log.info("sandbox=%s: agent proxy listening on %s", self.sandbox_id, self.socket_path)
+
+    async def aclose(self) -> None:
+        """Stop listening and drop the forwarder connection. Safe to call twice."""
+        self._closed = True
+        server, self._server = self._server, None
+        client, self._client = self._client, None
+        if server is not None:
+            await server.shutdown(grace=1.0)
+        if client is not None:
+            await client.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    async def _upstream(self, ctx: CallContext) -> Client:
+        client = self._client
+        if client is not None and not client.closed:
+            return client
+        async with self._dial_lock:
+            client = self._client
+            if client is not None and not client.closed:
+                return client
+            if self._closed:
+                raise TTRPCError(Code.UNAVAILABLE, "agent proxy is shutting down")
+            remaining = ctx.remaining()
+            timeout = self._proxy_timeout if remaining is None else remaining
+            log.info(
+                "sandbox=%s: forwarder connection lost; reconnecting to %s",
+                self.sandbox_id, self._dialer.address,
+            )
+            try:
+                client = await self._dialer.dial(timeout)
+            except DialTimeout as exc:
+                raise TTRPCError(Code.UNAVAILABLE, f"cannot reach the pod VM: {exc}") from None
+            if self._closed:
+                await client.aclose()
+                raise TTRPCError(Code.UNAVAILABLE, "agent proxy is shutting down")
+            self._client = client
+            return client
+
+    async def _forward(self, ctx: CallContext, payload: bytes) -> bytes:
+        if ctx.method in LOG_ONLY:
+            log.info("sandbox=%s: %s", self.sandbox_id, ctx.method)
+        return await self._relay(ctx, payload)
+
+    async def _create_container(self, ctx: CallContext, payload: bytes) -> bytes:
+        return await self._relay(ctx, rewrite_create_container(self.sandbox_id, payload))
+
+    async def _relay(self, ctx: CallContext, payload: bytes) -> bytes:
+        client = await self._upstream(ctx)
+        try:
+            return await client.call_raw(
+                ctx.service,
+                ctx.method,
+                payload,
+                timeout_nano=ctx.remaining_nano(),
+                metadata=ctx.metadata,
+            )
+        except ConnectionClosed as exc:
+            log.warning(
+                "sandbox=%s: %s/%s: forwarder connection closed: %s",
+                self.sandbox_id, ctx.service, ctx.method, exc,
+            )
+            raise TTRPCError(
+                Code.UNAVAILABLE, f"connection to the pod VM's forwarder closed: {exc}"
+            ) from None
+
+
+def _prepare_socket_path(path: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,161 @@
+"""Lifecycle of agent-protocol-forwarder, in upstream's order.
+
+start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen ->
+register the relay for ``grpc.AgentService`` and ``grpc.Health`` -> sd_notify ``READY=1``.
+stop: stop accepting, let calls in flight finish for a short grace period, close the agent
+connection, tear down the pod network.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from forwarder.apf.interceptor import Interceptor
+from forwarder.apf.options import Options
+from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
+from forwarder.apf.tlssetup import TLSSetupError, build_server_context
+from forwarder.apf.volumes import MountCheck
+from protocols.apf import ApfConfig, ApfError, PodNetwork, loads
+from protocols.sdnotify import NotifyError, notify
+from protocols.ttrpc import Server
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0
+
+
+class StartupError(Exception):
+    """The forwarder cannot start; the message says why and what to fix."""
+
+
+class PodNetworkHandle(Protocol):
+    async def teardown(self) -> None: ...
+
+
+NetworkSetup = Callable[[PodNetwork, Options], Awaitable[PodNetworkHandle]]
+
+
+async def setup_pod_network(network: PodNetwork, options: Options) -> PodNetworkHandle:
+    """The real pod network (``forwarder.podnetwork``), loaded only when it is needed."""
+    from forwarder.podnetwork import setup_pod_network as setup
+
+    handle: PodNetworkHandle = await setup(
+        network, pod_netns=options.pod_namespace, host_interface=options.host_interface
+    )
+    return handle
+
+
+def load_config(path: str) -> ApfConfig:
+    """Read and parse ``apf.json``; a missing or malformed file is a :class:`StartupError`."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise StartupError(f"failed to open {path}: {exc.strerror or exc}") from None
+    try:
+        return loads(text)
+    except ApfError as exc:
+        raise StartupError(
+            f"failed to decode an agent-protocol-forwarder config file: {path}: {exc}"
+        ) from None
+
+
+class Forwarder:
+    """The daemon: one listener, one relay, optionally one pod network. Not restartable."""
+
+    def __init__(
+        self,
+        options: Options,
+        config: ApfConfig,
+        *,
+        network_setup: NetworkSetup = setup_pod_network,
+        dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
+        is_mounted: MountCheck | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self._options = options
+        self._config = config
+        self._network_setup = network_setup
+        self._environ = environ
+        self._pod = f"{config.pod_namespace or '-'}/{config.pod_name or '-'}"
+        self._relay = AgentRelay(options.kata_agent_socket, dial_timeout=dial_timeout)
+        self._interceptor = Interceptor(
+            self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted
+        )
+        self._server: Server | None = None
+        self._network: PodNetworkHandle | None = None
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def relay(self) -> AgentRelay:
+        return self._relay
+
+    async def start(self) -> tuple[str, int]:
+        """Set everything up and serve; returns the bound (host, port)."""
+        try:
+            context: ssl.SSLContext | None = build_server_context(self._options, self._config)
+        except TLSSetupError as exc:
+            raise StartupError(str(exc)) from None
+
+        network = self._config.pod_network
+        if network is not None and network.tunnel_type != "none":
+            log.info("pod=%s: setting up the pod network in %s (tunnel %s)", self._pod,
+                     self._options.pod_namespace, network.tunnel_type)
+        if network is not None:
+            try:
+                self._network = await self._network_setup(network, self._options)
+            except Exception as exc:  # the network layer's errors, reported once here
+                raise StartupError(f"failed to set up pod network: {exc}") from exc
+
+        try:
+            server = Server()
+            self._interceptor.register(server)
+            log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
+                     self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
+            try:
+                self.address = await server.start_tcp(
+                    self._options.listen_host, self._options.listen_port, ssl=context
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"failed to listen on {self._options.listen_addr}: {exc.strerror or exc}"
+                ) from None
+            self._server = server
+        except BaseException:
+            await self._teardown_network()
+            raise
+
+        host, port = self.address
+        log.info("pod=%s: serving on %s:%d, relaying to kata-agent at %s", self._pod, host, port,
+                 self._options.kata_agent_socket)
+        self._notify(f"READY=1\nSTATUS=serving on {host}:{port}")
+        return self.address
+
+    async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop accepting, give calls in flight ``grace`` seconds, then tear everything down."""
+        self._notify("STOPPING=1")
+        if self._server is not None:
+            log.info("pod=%s: shutting down (calls in flight get %.1fs)", self._pod, grace)
+            await self._server.shutdown(grace=grace)
+            self._server = None
+        await self._relay.aclose()
+        await self._teardown_network()
+        log.info("pod=%s: agent-protocol-forwarder stopped", self._pod)
+
+    async def _teardown_network(self) -> None:
+        network, self._network = self._network, None
+        if network is None:
+            return
+        try:
+            await network.teardown()
+        except Exception as exc:  # logged once; shutdown goes on
+            log.error("pod=%s: failed to tear down pod network: %s", self._pod, exc)
+
+    def _notify(self, state: str) -> None:
+        try:
+            notify(state, environ=self._environ)
+        except NotifyError as exc:
+            log.warning("pod=%s: failed to send a notification to systemd: %s", self._pod, exc)

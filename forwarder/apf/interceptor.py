@@ -1,0 +1,162 @@
+"""The calls the forwarder decodes and changes on their way to kata-agent.
+
+Everything else in ``grpc.AgentService`` and ``grpc.Health`` is relayed with its payload
+undecoded. The changes are upstream's:
+
+* ``CreateSandbox``: ``dns`` is cleared, so the agent leaves the VM's ``/etc/resolv.conf``
+  alone (the pod VM resolves through its own network, not the worker's).
+* ``CreateContainer``: the container joins the pod network namespace (a ``network``
+  namespace with the pod netns path is appended to ``OCI.Linux.Namespaces``); missing
+  bind-mount source directories are created; CSI volumes named in the
+  ``...peerpodvolumes.target_path`` annotation are waited for until mounted. Cloud volumes
+  (``io.confidentialcontainers.org.cloud_volumes``) are not supported yet: such a call fails
+  with FAILED_PRECONDITION instead of starting the container without its volumes.
+* ``StartContainer``, ``RemoveContainer``, ``DestroySandbox``: logged, forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, TypeVar
+
+from forwarder.apf.relay import AgentRelay
+from forwarder.apf.volumes import (
+    MOUNT_WAIT_TIMEOUT,
+    VOLUME_TARGET_PATH_KEY,
+    MountCheck,
+    MountView,
+    MountWaitTimeout,
+    create_missing_bind_sources,
+    mountinfo_checker,
+    target_paths,
+    wait_mounted,
+)
+from protocols.kata import agent_pb2, oci_pb2
+from protocols.ttrpc import CallContext, Code, Server, TTRPCError
+
+log = logging.getLogger(__name__)
+
+AGENT_SERVICE = "grpc.AgentService"
+HEALTH_SERVICE = "grpc.Health"
+CLOUD_VOLUMES_KEY = "io.confidentialcontainers.org.cloud_volumes"
+NETWORK_NAMESPACE = "network"
+
+M = TypeVar("M")
+
+
+def _decode(message_type: type[M], payload: bytes) -> M:
+    message: Any = message_type()
+    try:
+        message.ParseFromString(payload)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise TTRPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from None
+    return message  # type: ignore[no-any-return]
+
+
+class Interceptor:
+    """Serves ``grpc.AgentService`` and ``grpc.Health`` by relaying to kata-agent."""
+
+    def __init__(
+        self,
+        relay: AgentRelay,
+        *,
+        pod_netns: str,
+        pod: str = "",
+        is_mounted: MountCheck | None = None,
+        mount_wait_limit: float = MOUNT_WAIT_TIMEOUT,
+    ) -> None:
+        self._relay = relay
+        self._netns = pod_netns
+        self._pod = pod or "-"
+        self._sandbox = "-"
+        self._is_mounted = is_mounted or mountinfo_checker()
+        self._mount_wait_limit = mount_wait_limit
+
+    @property
+    def label(self) -> str:
+        return f"sandbox={self._sandbox} pod={self._pod}"
+
+    def register(self, server: Server) -> None:
+        server.register_raw(AGENT_SERVICE, self._relay.forward)
+        server.register_raw(HEALTH_SERVICE, self._relay.forward)
+        server.register_raw(f"{AGENT_SERVICE}/CreateSandbox", self.create_sandbox)
+        server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self.create_container)
+        server.register_raw(f"{AGENT_SERVICE}/StartContainer", self.start_container)
+        server.register_raw(f"{AGENT_SERVICE}/RemoveContainer", self.remove_container)
+        server.register_raw(f"{AGENT_SERVICE}/DestroySandbox", self.destroy_sandbox)
+
+    async def _forward(self, ctx: CallContext, payload: bytes, what: str) -> bytes:
+        try:
+            return await self._relay.forward(ctx, payload)
+        except TTRPCError as exc:
+            log.warning("%s: %s failed with error: %s", self.label, what, exc)
+            raise
+
+    # CreateSandbox ------------------------------------------------------------------------
+    async def create_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:
+        request = _decode(agent_pb2.CreateSandboxRequest, payload)
+        if request.sandbox_id:
+            self._sandbox = request.sandbox_id
+        log.info("%s: CreateSandbox: hostname:%s", self.label, request.hostname)
+        if request.dns:
+            log.info("%s: CreateSandbox: removed dns %s so /etc/resolv.conf of the pod VM is "
+                     "not overwritten", self.label, ", ".join(request.dns))
+            del request.dns[:]
+            payload = request.SerializeToString()
+        return await self._forward(ctx, payload, "CreateSandbox")
+
+    # CreateContainer ----------------------------------------------------------------------
+    async def create_container(self, ctx: CallContext, payload: bytes) -> bytes:
+        request = _decode(agent_pb2.CreateContainerRequest, payload)
+        cid = request.container_id
+        log.info("%s: CreateContainer: containerID:%s", self.label, cid)
+        if not request.HasField("OCI"):
+            raise TTRPCError(Code.INVALID_ARGUMENT,
+                             f"CreateContainer {cid}: request has no OCI spec")
+        spec = request.OCI
+        if spec.Annotations.get(CLOUD_VOLUMES_KEY, ""):
+            log.error("%s: CreateContainer %s: annotation %s is present, cloud volumes are not "
+                      "supported yet", self.label, cid, CLOUD_VOLUMES_KEY)
+            raise TTRPCError(Code.FAILED_PRECONDITION, "cloud volumes are not supported yet")
+
+        spec.Linux.Namespaces.append(oci_pb2.LinuxNamespace(Type=NETWORK_NAMESPACE,
+                                                            Path=self._netns))
+        for ns in spec.Linux.Namespaces:
+            log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type,
+                     ns.Path)
+
+        await self._prepare_mounts(spec, cid)
+        return await self._forward(ctx, request.SerializeToString(), "CreateContainer")
+
+    async def _prepare_mounts(self, spec: oci_pb2.Spec, cid: str) -> None:
+        mounts = [MountView(m.source, m.type, tuple(m.options)) for m in spec.Mounts]
+        if not mounts:
+            return
+        label = f"{self.label} container={cid}"
+        await asyncio.to_thread(create_missing_bind_sources, mounts, label=label)
+        targets = target_paths(spec.Annotations.get(VOLUME_TARGET_PATH_KEY, ""))
+        for mount in mounts:
+            if mount.source not in targets:
+                continue
+            try:
+                await wait_mounted(mount.source, label=label, is_mounted=self._is_mounted,
+                                   limit=self._mount_wait_limit)
+            except MountWaitTimeout as exc:
+                raise TTRPCError(Code.DEADLINE_EXCEEDED, str(exc)) from None
+
+    # logged only --------------------------------------------------------------------------
+    async def start_container(self, ctx: CallContext, payload: bytes) -> bytes:
+        request = _decode(agent_pb2.StartContainerRequest, payload)
+        log.info("%s: StartContainer: containerID:%s", self.label, request.container_id)
+        return await self._forward(ctx, payload, "StartContainer")
+
+    async def remove_container(self, ctx: CallContext, payload: bytes) -> bytes:
+        request = _decode(agent_pb2.RemoveContainerRequest, payload)
+        log.info("%s: RemoveContainer: containerID:%s", self.label, request.container_id)
+        return await self._forward(ctx, payload, "RemoveContainer")
+
+    async def destroy_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:
+        _decode(agent_pb2.DestroySandboxRequest, payload)
+        log.info("%s: DestroySandbox", self.label)
+        return await self._forward(ctx, payload, "DestroySandbox")

@@ -1,0 +1,53 @@
+"""A worker network that records calls instead of touching network namespaces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address
+
+from adaptor.network.errors import WorkerNetworkError
+from protocols.apf import PodNetwork, Route
+
+
+class FakeWorkerNetwork:
+    def __init__(self, *, fail_setup: bool = False) -> None:
+        self.fail_setup = fail_setup
+        self.allocated: dict[str, int] = {}
+        self.active: dict[str, tuple[str, ...]] = {}  # sandbox -> VM IPs with a tunnel
+        self.calls: list[tuple[str, str]] = []
+        self._next_id = 555000
+
+    async def inspect(self, sandbox_id: str, netns_path: str) -> PodNetwork:
+        self.calls.append(("inspect", sandbox_id))
+        if not netns_path:
+            raise WorkerNetworkError("empty network namespace path")
+        vni = self.allocated.get(sandbox_id)
+        if vni is None:
+            vni = self.allocated[sandbox_id] = self._next_id
+            self._next_id += 1
+        return PodNetwork(
+            tunnel_type="vxlan", pod_ip="10.244.1.5/24", pod_hw_addr="0a:58:0a:f4:01:05",
+            interface="eth0", worker_node_ip="192.0.2.10/24",
+            routes=(Route(dst="", gw="10.244.1.1", dev="eth0"),), mtu=1450,
+            vxlan_port=4789, vxlan_id=vni,
+        )
+
+    async def setup(
+        self, sandbox_id: str, netns_path: str, network: PodNetwork,
+        vm_ips: Sequence[IPv4Address | IPv6Address],
+    ) -> None:
+        self.calls.append(("setup", sandbox_id))
+        if self.fail_setup:
+            raise WorkerNetworkError("injected tunnel setup failure")
+        self.active[sandbox_id] = tuple(str(ip) for ip in vm_ips)
+
+    async def teardown(self, sandbox_id: str, netns_path: str, network: PodNetwork) -> None:
+        self.calls.append(("teardown", sandbox_id))
+        self.active.pop(sandbox_id, None)
+
+    def restore(self, sandbox_id: str, network: PodNetwork) -> None:
+        self.allocated[sandbox_id] = network.vxlan_id
+
+    def release(self, sandbox_id: str) -> None:
+        self.calls.append(("release", sandbox_id))
+        self.allocated.pop(sandbox_id, None)
