@@ -18,11 +18,11 @@ from ipaddress import (
 )
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from adaptor.network.errors import WorkerNetworkError
 from protocols.apf import Neighbor, Route
+from protocols.netns import iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -39,12 +39,12 @@ def open_netns(path: str | None) -> Iterator[Any]:
     Never creates a namespace: a missing path is a :class:`WorkerNetworkError`.
     """
     if path is None:
-        ipr: Any = IPRoute()
+        ipr: Any = iproute()
     else:
         if not os.path.exists(path):
             raise WorkerNetworkError(f"network namespace {path} does not exist")
         try:
-            ipr = NetNS(path, flags=0)
+            ipr = iproute(path)
         except OSError as exc:
             raise WorkerNetworkError(f"cannot open network namespace {path}: {exc}") from None
     try:

@@ -10,9 +10,8 @@ from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS
-
 from forwarder.podnetwork.errors import PodNetworkError
+from protocols.netns import iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -40,12 +39,12 @@ def where(path: str | None) -> str:
 def open_netns(path: str | None) -> Iterator[Any]:
     """A netlink socket in the namespace at ``path`` (``None``: this process's). Never creates."""
     if path is None:
-        ipr: Any = IPRoute()
+        ipr: Any = iproute()
     else:
         if not os.path.exists(path):
             raise PodNetworkError(f"network namespace {path} does not exist")
         try:
-            ipr = NetNS(path, flags=0)
+            ipr = iproute(path)
         except OSError as exc:
             raise PodNetworkError(f"cannot open network namespace {path}: {exc}") from None
     try:
