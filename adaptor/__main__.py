@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from adaptor.cli import PROG, Loader, RunCommand, TextCommand, UsageError, parse_command
 from adaptor.logformat import JsonFormatter, TextFormatter
 from adaptor.server import Daemon, StartupError, prepare
-from protocols import sdnotify
+from protocols import aio, sdnotify
 from providers import registry
 from providers.base import ProviderError
 from providers.settings import describe
@@ -113,7 +113,7 @@ def main(
             print(command.text, end="")
         return command.status
     configure_logging(command.settings.log_format, command.settings.log_level)
-    return asyncio.run(run(command, environ))
+    return aio.run(run(command, environ))
 
 
 if __name__ == "__main__":

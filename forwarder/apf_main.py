@@ -17,6 +17,7 @@ from importlib import metadata
 
 from forwarder.apf.daemon import Forwarder, StartupError, load_config
 from forwarder.apf.options import PROGRAM_NAME, Options, UsageError, parse_options, usage
+from protocols import aio
 
 log = logging.getLogger("forwarder")
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     log.info("%s version %s starting", PROGRAM_NAME, _version())
     try:
-        asyncio.run(serve(options))
+        aio.run(serve(options))
     except StartupError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from protocols.ttrpc.framing import MESSAGE_LENGTH_MAX, Frame, FrameDecoder, OversizedFrame
 
@@ -28,8 +28,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     # asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer

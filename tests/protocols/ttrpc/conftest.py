@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from protocols.ttrpc import CallContext, Code, Server, TTRPCError
 
@@ -29,6 +30,13 @@ async def echo(ctx: CallContext, payload: bytes) -> bytes:
     if payload == b"deadline":
         return repr(ctx.remaining()).encode()
     return payload
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every ttrpc test runs on the standard loop and on uvloop (the daemons' loop)."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture
