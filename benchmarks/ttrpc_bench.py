@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocols import aio
 from protocols.kata import health_pb2
 from protocols.ttrpc import CallContext, Client, Method, Server
 
@@ -56,7 +58,7 @@ def serve_profiled(path: str) -> None:
     profile = cProfile.Profile()
     profile.enable()
     try:
-        asyncio.run(serve(path))
+        aio.run(serve(path))
     finally:
         profile.disable()
         stats = pstats.Stats(profile, stream=sys.stderr)
@@ -124,7 +126,7 @@ def main() -> int:
     parser.add_argument("--serve-profiled", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        aio.run(serve(args.serve))
         return 0
     if args.serve_profiled:
         serve_profiled(args.serve_profiled)
@@ -140,16 +142,18 @@ def main() -> int:
         go_server = start([str(PEER), "bench-server", "--address", f"unix:{go_sock}"])
         try:
             rows.append(("python client -> python server",
-                         asyncio.run(python_client(py_sock, args.calls))))
+                         aio.run(python_client(py_sock, args.calls))))
             rows.append(("go client     -> python server", go_client(py_sock, args.calls)))
             rows.append(("go client     -> go server", go_client(go_sock, args.calls)))
             rows.append(("python client -> go server",
-                         asyncio.run(python_client(go_sock, args.calls))))
+                         aio.run(python_client(go_sock, args.calls))))
         finally:
             stop(py_server)
             stop(go_server)
 
-    print(f"grpc.Health/Check, {args.calls} sequential calls per row, unix socket")
+    loop = os.environ.get("PEERPODS_EVENT_LOOP", "uvloop")
+    print(f"grpc.Health/Check, {args.calls} sequential calls per row, unix socket, "
+          f"Python on the daemons' event loop ({loop}; PEERPODS_EVENT_LOOP=asyncio|uvloop)")
     print(f"{'path':32} {'p50 us':>9} {'p99 us':>9} {'calls/s':>10}")
     for name, r in rows:
         print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['calls_per_s']:10.0f}")
