@@ -1,0 +1,506 @@
+"""The AWS provider: confidential EC2 pod VMs through boto3.
+
+Every boto3 call runs in a thread (``asyncio.to_thread``) behind a client-side token bucket
+and a retry loop (:mod:`providers.ratelimit`): throttling is retried with backoff and full
+jitter until ``AWS_API_TIMEOUT`` runs out, capacity and quota errors fail at once, and every
+failure leaves as an error of :mod:`providers.base`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import boto3
+import botocore.loaders
+import botocore.session
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from providers.aws import errors
+from providers.aws.imds import lookup_defaults
+from providers.aws.params import (
+    ALIVE_STATES,
+    GONE_STATES,
+    AddressNotReady,
+    ImageInfo,
+    Placement,
+    image_info,
+    private_ips,
+    public_ip,
+    run_instances_params,
+    state_of,
+    to_instance,
+)
+from providers.aws.settings import (
+    MUTATING_BURST_SECONDS,
+    READ_BURST_SECONDS,
+    READ_RATE_FACTOR,
+    AwsSettings,
+)
+from providers.base import (
+    SANDBOX_TAG,
+    ConfigError,
+    Instance,
+    InstanceNotFound,
+    InstanceRequest,
+    InstanceTypeCatalogue,
+    InstanceTypeInfo,
+    InvalidSpec,
+    ProviderError,
+    ProviderUnavailable,
+)
+from providers.ratelimit import TokenBucket, retry
+
+log = logging.getLogger(__name__)
+
+PUBLIC_IP_WAIT = 120.0  # seconds, as upstream's instance-running waiter
+DESCRIBE_TYPES_CHUNK = 100  # DescribeInstanceTypes accepts at most 100 names per call
+UEFI_BOOT_MODES = ("uefi", "uefi-preferred")
+
+
+@functools.cache
+def _shared_loader() -> botocore.loaders.Loader:
+    """One service-model loader for every client: parsing the EC2 model is the slow part."""
+    return botocore.loaders.create_loader()
+
+
+class AwsProvider:
+    name = "aws"
+
+    def __init__(
+        self,
+        settings: AwsSettings,
+        *,
+        node_name: str,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self._settings = settings
+        self._node = node_name
+        self._poll_interval = poll_interval
+        self._client: BaseClient | None = None
+        self._placement = Placement()
+        self._ready_lock = asyncio.Lock()
+        self._images: dict[str, ImageInfo] = {}
+        self._image_lookups: dict[str, asyncio.Future[ImageInfo]] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+        rate = settings.api_rate
+        self._write_bucket: TokenBucket | None = None
+        self._read_bucket: TokenBucket | None = None
+        if rate > 0:
+            self._write_bucket = TokenBucket(rate, max(1.0, rate * MUTATING_BURST_SECONDS))
+            read_rate = rate * READ_RATE_FACTOR
+            self._read_bucket = TokenBucket(read_rate, max(1.0, read_rate * READ_BURST_SECONDS))
+
+    # ----------------------------------------------------------------- setup
+
+    async def _ready(self) -> BaseClient:
+        if self._client is not None:
+            return self._client
+        async with self._ready_lock:
+            if self._client is None:
+                placement, region = await self._complete_settings()
+                client = await asyncio.to_thread(self._make_client, region)
+                self._placement = placement
+                self._client = client
+            return self._client
+
+    async def _complete_settings(self) -> tuple[Placement, str]:
+        s = self._settings
+        region, subnet, key, groups = s.region, s.subnet_id, s.key_name, s.security_group_ids
+        use_lt = s.use_launch_template
+        need = {
+            "need_region": not region,
+            "need_subnet": not subnet and not use_lt,
+            "need_key": not key and not use_lt,
+            "need_security_groups": not groups and not use_lt,
+        }
+        if s.imds_url and any(need.values()):
+            found = await lookup_defaults(s.imds_url, **need)
+            region = region or found.region
+            subnet = subnet or found.subnet_id
+            key = key or found.key_name
+            groups = groups or found.security_group_ids
+        return Placement(subnet_id=subnet, security_group_ids=groups, key_name=key), region
+
+    def _make_client(self, region: str) -> BaseClient:
+        s = self._settings
+        kwargs: dict[str, Any] = {}
+        if s.access_key_id and s.secret_key:
+            kwargs["aws_access_key_id"] = s.access_key_id
+            kwargs["aws_secret_access_key"] = s.secret_key
+            if s.session_token:
+                kwargs["aws_session_token"] = s.session_token
+        elif s.profile:
+            kwargs["profile_name"] = s.profile
+        if region:
+            kwargs["region_name"] = region
+        config = Config(
+            retries={"total_max_attempts": 1},  # retries happen in providers.ratelimit
+            max_pool_connections=32,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        try:
+            core = botocore.session.get_session()
+            core.register_component("data_loader", _shared_loader())
+            session = boto3.session.Session(botocore_session=core, **kwargs)
+            return session.client("ec2", endpoint_url=s.endpoint_url or None, config=config)
+        except Exception as exc:
+            raise errors.translate(exc, action="client setup") from exc
+
+    # ------------------------------------------------------------- API calls
+
+    async def _call(
+        self,
+        action: str,
+        *,
+        mutating: bool,
+        translate: Callable[[Exception], ProviderError] | None = None,
+        on_orphan: Callable[[dict[str, Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """One EC2 action through the limiter and the retry loop; errors translated.
+
+        ``on_orphan`` receives the result of a call that was already on its way when the
+        caller was cancelled (the thread cannot be stopped), so it can undo its effect.
+        """
+        client = await self._ready()
+        method = getattr(client, action)
+        deadline = time.monotonic() + self._settings.api_timeout.total_seconds()
+
+        async def attempt() -> dict[str, Any]:
+            if on_orphan is None:
+                result: dict[str, Any] = await asyncio.to_thread(method, **kwargs)
+                return result
+            inflight = asyncio.ensure_future(asyncio.to_thread(method, **kwargs))
+            try:
+                return await asyncio.shield(inflight)
+            except asyncio.CancelledError:
+                self._track(inflight)
+                inflight.add_done_callback(functools.partial(_deliver_orphan, on_orphan))
+                raise
+
+        def on_retry(exc: Exception, attempt_no: int, delay: float) -> None:
+            log.debug("EC2 %s: %s, retry %d in %.2fs", action, errors.error_code(exc) or
+                      type(exc).__name__, attempt_no, delay)
+
+        try:
+            return await retry(
+                attempt,
+                classify=errors.classify,
+                deadline=deadline,
+                limiter=self._write_bucket if mutating else self._read_bucket,
+                clock=time.monotonic,
+                on_retry=on_retry,
+            )
+        except Exception as exc:
+            if translate is not None:
+                raise translate(exc) from exc
+            raise errors.translate(exc, action=action) from exc
+
+    async def _describe_instances(self, **kwargs: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page_args = dict(kwargs)
+            if token:
+                page_args["NextToken"] = token
+            page = await self._call("describe_instances", mutating=False, **page_args)
+            for reservation in page.get("Reservations", ()):
+                found.extend(reservation.get("Instances", ()))
+            token = page.get("NextToken")
+            if not token:
+                return found
+
+    async def _image(self, image_id: str, *, for_config: bool = False) -> ImageInfo:
+        """The AMI's root device and boot mode; concurrent lookups share one call."""
+        cached = self._images.get(image_id)
+        if cached is not None:
+            return cached
+        lookup = self._image_lookups.get(image_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._fetch_image(image_id))
+            self._image_lookups[image_id] = lookup
+            lookup.add_done_callback(functools.partial(self._lookup_done, image_id))
+        try:
+            return await asyncio.shield(lookup)
+        except InvalidSpec as exc:
+            if for_config:
+                raise ConfigError(str(exc)) from exc
+            raise
+
+    def _lookup_done(self, image_id: str, lookup: asyncio.Future[ImageInfo]) -> None:
+        self._image_lookups.pop(image_id, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: its waiters (if any are left) re-raise it
+
+    async def _fetch_image(self, image_id: str) -> ImageInfo:
+        def missing(exc: Exception | None = None) -> ProviderError:
+            code = errors.error_code(exc) if exc is not None else ""
+            if exc is not None and not code.startswith("InvalidAMIID"):
+                return errors.translate(exc, action="DescribeImages", image_id=image_id)
+            return InvalidSpec(f"AMI {image_id} not found" + (f" ({code})" if code else ""))
+
+        result = await self._call(
+            "describe_images", mutating=False, translate=missing, ImageIds=[image_id]
+        )
+        images = result.get("Images") or []
+        if not images:
+            raise missing()
+        info = image_info(images[0])
+        self._images[image_id] = info
+        return info
+
+    # -------------------------------------------------------------- Provider
+
+    async def create_instance(self, request: InstanceRequest) -> Instance:
+        s = self._settings
+        sid = request.sandbox_id
+        await self._ready()
+        existing = await self._find_alive(sid)
+        if existing is not None:
+            log.info("sandbox=%s instance=%s: reusing the instance already created for it",
+                     sid, existing["InstanceId"])
+            return await self._finish(request, existing)
+
+        instance_type = request.spec.instance_type or s.default_instance_type
+        image: ImageInfo | None = None
+        image_id = s.image_id
+        if not s.use_launch_template:
+            if request.spec.image:
+                image_id = request.spec.image
+                log.info("sandbox=%s: Choosing %s from annotation as the AWS AMI for the PodVM "
+                         "image", sid, image_id)
+            image = await self._image(image_id)
+            if s.root_volume_size > 0 and not image.root_device_name:
+                raise InvalidSpec(f"AMI {image_id} has no root device name")
+        params = run_instances_params(
+            request, s, self._placement, image=image, instance_type=instance_type
+        )
+        log.info("sandbox=%s: creating instance %s (type %s)", sid, request.name,
+                 "from launch template" if s.use_launch_template else instance_type)
+        try:
+            result = await self._run_instances(sid, params, instance_type, image_id)
+        except ProviderUnavailable:
+            # The last attempt may have reached EC2 before the connection failed.
+            await asyncio.shield(self._release_sandbox_quietly(sid))
+            raise
+        created = result["Instances"][0]
+        instance_id = str(created["InstanceId"])
+        if state_of(created) in GONE_STATES:
+            raise ProviderError(
+                f"instance {instance_id} made earlier for sandbox {sid} is {state_of(created)}"
+            )
+        log.info("sandbox=%s instance=%s: created instance %s", sid, instance_id, request.name)
+        try:
+            return await self._finish(request, created)
+        except BaseException:
+            await asyncio.shield(self._delete_quietly(instance_id))
+            raise
+
+    async def _run_instances(
+        self, sid: str, params: dict[str, Any], instance_type: str, image_id: str
+    ) -> dict[str, Any]:
+        return await self._call(
+            "run_instances",
+            mutating=True,
+            translate=lambda exc: errors.translate(
+                exc, action="RunInstances", instance_type=instance_type, image_id=image_id
+            ),
+            on_orphan=functools.partial(self._release_orphan, sid),
+            **params,
+        )
+
+    async def _release_sandbox_quietly(self, sid: str) -> None:
+        try:
+            found = await self._alive_for_sandbox(sid)
+        except ProviderError as exc:
+            log.warning("sandbox=%s: could not check for a half-created instance: %s", sid, exc)
+            return
+        for item in found:
+            await self._delete_quietly(str(item["InstanceId"]))
+
+    def _release_orphan(self, sid: str, result: dict[str, Any]) -> None:
+        for created in result.get("Instances", ()):
+            instance_id = str(created["InstanceId"])
+            log.info("sandbox=%s instance=%s: create was cancelled, deleting", sid, instance_id)
+            self._track(asyncio.ensure_future(self._delete_quietly(instance_id)))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    async def _finish(self, request: InstanceRequest, found: Mapping[str, Any]) -> Instance:
+        instance_id = str(found["InstanceId"])
+        try:
+            ips = list(private_ips(found))
+        except AddressNotReady as exc:
+            raise ProviderError(str(exc)) from None
+        if self._settings.use_public_ip:
+            address = await self._wait_public_ip(instance_id)
+            ips[0] = address
+            log.info("sandbox=%s instance=%s: public IP %s", request.sandbox_id, instance_id,
+                     address)
+        return to_instance(found, public_first=False, ips=ips)
+
+    async def _wait_public_ip(self, instance_id: str) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLIC_IP_WAIT
+        while True:
+            try:
+                found = await self._describe_instances(InstanceIds=[instance_id])
+            except InstanceNotFound:
+                found = []  # not visible yet (eventual consistency)
+            if found:
+                state = state_of(found[0])
+                if state == "running":
+                    address = public_ip(found[0])
+                    if address is None:
+                        raise ProviderError(f"instance {instance_id}: public IP address is empty")
+                    return address
+                if state in GONE_STATES:
+                    raise ProviderError(f"instance {instance_id} is {state} while starting")
+            if loop.time() + self._poll_interval > deadline:
+                raise ProviderError(
+                    f"instance {instance_id} not running after {PUBLIC_IP_WAIT:.0f}s"
+                )
+            await asyncio.sleep(self._poll_interval)
+
+    async def _alive_for_sandbox(self, sandbox_id: str) -> list[dict[str, Any]]:
+        return await self._describe_instances(Filters=[
+            {"Name": f"tag:{SANDBOX_TAG}", "Values": [sandbox_id]},
+            {"Name": "instance-state-name", "Values": list(ALIVE_STATES)},
+        ])
+
+    async def _find_alive(self, sandbox_id: str) -> dict[str, Any] | None:
+        found = await self._alive_for_sandbox(sandbox_id)
+        return found[0] if found else None
+
+    async def delete_instance(self, instance_id: str) -> None:
+        try:
+            await self._call("terminate_instances", mutating=True, InstanceIds=[instance_id],
+                             translate=lambda exc: errors.translate(
+                                 exc, action="TerminateInstances", instance_id=instance_id))
+        except InstanceNotFound:
+            log.info("instance=%s: already gone", instance_id)
+            return
+        except ProviderError:
+            # Some endpoints refuse to terminate a terminated instance; that is success too.
+            if await self._is_gone(instance_id):
+                log.info("instance=%s: already terminated", instance_id)
+                return
+            raise
+        log.info("instance=%s: terminating", instance_id)
+
+    async def _is_gone(self, instance_id: str) -> bool:
+        try:
+            found = await self._describe_instances(InstanceIds=[instance_id])
+        except InstanceNotFound:
+            return True
+        except ProviderError:
+            return False
+        return not found or state_of(found[0]) in GONE_STATES
+
+    async def _delete_quietly(self, instance_id: str) -> None:
+        try:
+            await self.delete_instance(instance_id)
+        except ProviderError as exc:
+            log.error("instance=%s: could not delete after a failed create: %s", instance_id, exc)
+
+    async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
+        filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+        filters.append({"Name": "instance-state-name", "Values": list(ALIVE_STATES)})
+        found = await self._describe_instances(Filters=filters)
+        public_first = self._settings.use_public_ip
+        return [to_instance(item, public_first=public_first) for item in found
+                if state_of(item) not in GONE_STATES]
+
+    async def instance_types(self) -> InstanceTypeCatalogue:
+        s = self._settings
+        names = list(s.instance_types) or [s.default_instance_type]
+        specs: list[InstanceTypeInfo] = []
+        for start in range(0, len(names), DESCRIBE_TYPES_CHUNK):
+            chunk = names[start:start + DESCRIBE_TYPES_CHUNK]
+            result = await self._call(
+                "describe_instance_types", mutating=False, InstanceTypes=chunk,
+                translate=functools.partial(_types_error, names=chunk),
+            )
+            for item in result.get("InstanceTypes", ()):
+                gpus = sum(int(g.get("Count", 0)) for g in
+                           (item.get("GpuInfo") or {}).get("Gpus", ()))
+                specs.append(InstanceTypeInfo(
+                    name=str(item["InstanceType"]),
+                    vcpus=int(item["VCpuInfo"]["DefaultVCpus"]),
+                    memory_mib=int(item["MemoryInfo"]["SizeInMiB"]),
+                    gpus=gpus,
+                ))
+        order = {name: index for index, name in enumerate(names)}
+        specs.sort(key=lambda spec: order.get(spec.name, len(order)))
+        return InstanceTypeCatalogue(
+            default=s.default_instance_type, allowed=tuple(s.instance_types), specs=tuple(specs)
+        )
+
+    async def verify_config(self) -> None:
+        s = self._settings
+        await self._ready()
+        if not s.image_id:
+            raise ConfigError("PODVM_AMI_ID (-imageid) is empty")
+        if s.use_launch_template:
+            await self._call(
+                "describe_launch_templates", mutating=False,
+                LaunchTemplateNames=[s.launch_template_name],
+                translate=lambda exc: _not_found_as_config(
+                    exc, f"launch template {s.launch_template_name}"),
+            )
+            return
+        image = await self._image(s.image_id, for_config=True)
+        if not s.disable_cvm and image.boot_mode not in UEFI_BOOT_MODES:
+            raise ConfigError(
+                f"AMI {s.image_id} boot mode is {image.boot_mode or 'unset'}; SEV-SNP "
+                "confidential VMs need a uefi AMI (or set DISABLECVM=true)"
+            )
+        if self._placement.subnet_id:
+            subnet = self._placement.subnet_id
+            await self._call("describe_subnets", mutating=False, SubnetIds=[subnet],
+                             translate=lambda exc: _not_found_as_config(exc, f"subnet {subnet}"))
+        if self._placement.security_group_ids:
+            groups = list(self._placement.security_group_ids)
+            await self._call(
+                "describe_security_groups", mutating=False, GroupIds=groups,
+                translate=lambda exc: _not_found_as_config(
+                    exc, f"security groups {','.join(groups)}"),
+            )
+
+    async def aclose(self) -> None:
+        while self._background:  # orphaned creates and the deletes they trigger
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.sleep(0)
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+
+def _deliver_orphan(
+    handler: Callable[[dict[str, Any]], None], done: asyncio.Future[dict[str, Any]]
+) -> None:
+    if not done.cancelled() and done.exception() is None:
+        handler(done.result())
+
+
+def _not_found_as_config(exc: Exception, what: str) -> ProviderError:
+    code = errors.error_code(exc)
+    if "NotFound" in code or code.startswith("Invalid"):
+        return ConfigError(f"{what} not found ({code})")
+    return errors.translate(exc, action=f"checking {what}")
+
+
+def _types_error(exc: Exception, names: list[str]) -> ProviderError:
+    code = errors.error_code(exc)
+    if code == "InvalidInstanceType":
+        return ConfigError(f"unknown instance type in {','.join(names)} ({exc})")
+    return errors.translate(exc, action="DescribeInstanceTypes")
