@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
@@ -11,6 +12,7 @@ from providers.settings import setting
 DEFAULT_SOCKET = "/run/peerpod/hypervisor.sock"
 DEFAULT_PODS_DIR = "/run/peerpod/pods"
 DEFAULT_FORWARDER_PORT = 15150
+STATE_DIR_NAME = "adaptor-state"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -107,11 +109,37 @@ class AdaptorSettings:
         help="comma-separated extra pod subnets routed through the pod gateway (experimental)",
     )
     probe_port: int = setting(
-        env="PROBE_PORT", flag="probe-port", default=8000, help="port of the /startup probe",
+        env="PROBE_PORT", flag="probe-port", default=8000,
+        help="port on 127.0.0.1 serving /startup, /healthz and /metrics (SO_REUSEPORT; "
+        "0 picks a free port)",
     )
     node_name: str = setting(
         env="NODE_NAME", flag="node-name", default="",
-        help="Kubernetes node name (tags every instance; default: the host name)",
+        help="Kubernetes node name; every instance is tagged with it and the orphan sweep "
+        "only touches instances carrying it (default: the host name)",
+    )
+    state_dir: str = setting(
+        env="STATE_DIR", flag="state-dir", default="",
+        help="where generated TLS material (CA, client certificate) is kept across restarts "
+        "(default: adaptor-state next to the pods dir, e.g. /run/peerpod/adaptor-state)",
+    )
+    orphan_sweep_interval: timedelta = setting(
+        env="ORPHAN_SWEEP_INTERVAL", flag="orphan-sweep-interval",
+        default=timedelta(minutes=10),
+        help="how often instances tagged with this node but unknown to the adaptor are "
+        "deleted (also once at startup; 0 disables the sweep)",
+    )
+    orphan_grace_period: timedelta = setting(
+        env="ORPHAN_GRACE_PERIOD", flag="orphan-grace-period",
+        default=timedelta(minutes=15),
+        help="minimum age of an unknown instance before the sweep deletes it (longer than "
+        "a StartVM can take)",
+    )
+    shutdown_grace_period: timedelta = setting(
+        env="SHUTDOWN_GRACE_PERIOD", flag="shutdown-grace-period",
+        default=timedelta(seconds=20),
+        help="on SIGTERM, how long calls in flight may finish before they are cancelled "
+        "(pod VMs keep running either way)",
     )
     log_format: str = setting(
         env="LOG_FORMAT", flag="log-format", default="text", help="log format: text or json",
@@ -120,3 +148,11 @@ class AdaptorSettings:
         env="LOG_LEVEL", flag="log-level", default="info",
         help="log level: debug, info, warning or error",
     )
+
+
+def state_dir(settings: AdaptorSettings) -> str:
+    """``STATE_DIR``, or ``adaptor-state`` next to the pods dir."""
+    if settings.state_dir:
+        return settings.state_dir
+    parent = os.path.dirname(os.path.normpath(settings.pods_dir)) or "."
+    return os.path.join(parent, STATE_DIR_NAME)

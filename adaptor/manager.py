@@ -20,12 +20,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from adaptor import annotations as ann
-from adaptor.cloudconfig import build_apf, pod_initdata, render_user_data
+from adaptor.builder import AuthSource, SandboxBuilder
 from adaptor.errors import (
     AdaptorError,
     ForwarderUnreachable,
@@ -35,18 +34,15 @@ from adaptor.errors import (
     StartFailed,
     StopFailed,
 )
-from adaptor.instancetype import select_instance_type
-from adaptor.naming import instance_name
 from adaptor.network.base import WorkerNetwork
 from adaptor.proxy import AgentProxy, ForwarderDialer
 from adaptor.proxy.dialer import DialTimeout
 from adaptor.sandbox import (
-    APF_COPY_NAME,
-    SOCKET_NAME,
     SandboxRecord,
     SandboxState,
     request_fingerprint,
 )
+from adaptor.store import SandboxStore
 from adaptor.tls import AgentTLS
 from protocols import apf
 from providers.base import (
@@ -56,16 +52,16 @@ from providers.base import (
     SANDBOX_TAG,
     Instance,
     InstanceRequest,
-    InstanceSpec,
     InstanceTypeCatalogue,
     IPAddress,
     Provider,
     ProviderError,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from adaptor.metrics import Metrics
 
-AuthSource = Callable[[str, str], Awaitable[str | None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +101,23 @@ class SandboxManager:
         tls: AgentTLS,
         catalogue: InstanceTypeCatalogue | None,
         auth_source: AuthSource | None = None,
+        store: SandboxStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._store = store
+        self._metrics = metrics
         self._provider = provider
         self._network = network
         self._tls = tls
         self._catalogue = catalogue
         self._auth_source = auth_source
+        self._builder = SandboxBuilder(config.pods_dir, config.node_name,
+                                       enable_scratch_space=config.enable_scratch_space,
+                                       ext_network_via_podvm=config.ext_network_via_podvm,
+                                       default_initdata=config.default_initdata,
+                                       network=network, tls=tls, catalogue=catalogue,
+                                       auth_source=auth_source)
         self._records: dict[str, SandboxRecord] = {}
         self._proxies: dict[str, AgentProxy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -136,10 +142,30 @@ class SandboxManager:
             lock = self._locks[sandbox_id] = asyncio.Lock()
         return lock
 
-    async def _set(self, record: SandboxRecord) -> None:
+    def _put(self, record: SandboxRecord) -> None:
+        """Keep ``record`` (in memory and, with a store, on disk) before acting on it."""
+        if self._store is not None:
+            self._store.save(record)
         self._records[record.sandbox_id] = record
+
+    def _drop(self, sandbox_id: str) -> None:
+        if self._store is not None:
+            self._store.delete(sandbox_id)
+        self._records.pop(sandbox_id, None)
+
+    async def _set(self, record: SandboxRecord) -> None:
+        self._put(record)
         async with self._changed:
             self._changed.notify_all()
+
+    def counts_by_state(self) -> dict[str, float]:
+        counts = {state.value: 0.0 for state in SandboxState}
+        for record in self._records.values():
+            counts[record.state.value] += 1
+        return counts
+
+    def forwarder_connections(self) -> dict[str, float]:
+        return {"": float(sum(1 for p in self._proxies.values() if p.upstream_connected))}
 
     # ------------------------------------------------------------------ CreateVM
     async def create(
@@ -158,92 +184,13 @@ class SandboxManager:
                     )
                     return existing.socket_path
                 raise SandboxExists(sandbox_id)
-            record = await self._prepare(sandbox_id, annotations, netns_path, fingerprint)
+            record = await self._builder.build(sandbox_id, annotations, netns_path, fingerprint)
             await self._set(record)
         log.info(
             "create a sandbox %s for pod %s in namespace %s (netns: %s)",
             sandbox_id, record.pod_name, record.pod_namespace, netns_path,
         )
         return record.socket_path
-
-    def _spec(self, sandbox_id: str, annotations: Mapping[str, str]) -> InstanceSpec:
-        res = ann.resources(annotations)
-        instance_type: str | None = None
-        if self._catalogue is not None:
-            instance_type, reason = select_instance_type(
-                self._catalogue,
-                requested=res.instance_type or None,
-                vcpus=res.vcpus,
-                memory_mib=res.memory_mib,
-                gpus=res.gpus,
-            )
-            log.info(
-                "sandbox=%s: instance type %s (selected by %s)", sandbox_id, instance_type, reason
-            )
-        elif res.instance_type:
-            instance_type = res.instance_type
-        if res.image:
-            log.info("sandbox=%s: Choosing %s from annotation as the pod VM image",
-                     sandbox_id, res.image)
-        return InstanceSpec(
-            instance_type=instance_type,
-            vcpus=res.vcpus,
-            memory_mib=res.memory_mib,
-            gpus=res.gpus,
-            gpu_model=res.gpu_model,
-            image=res.image or None,
-            multi_nic=self._config.ext_network_via_podvm,
-        )
-
-    async def _prepare(
-        self,
-        sandbox_id: str,
-        annotations: Mapping[str, str],
-        netns_path: str,
-        fingerprint: str,
-    ) -> SandboxRecord:
-        pod_name = ann.pod_name(annotations)
-        pod_namespace = ann.pod_namespace(annotations)
-        spec = self._spec(sandbox_id, annotations)
-        initdata_b64 = pod_initdata(annotations, self._config.default_initdata)
-        name = instance_name(pod_name, sandbox_id)
-        auth_json = None
-        if self._auth_source is not None:
-            auth_json = await self._auth_source(pod_namespace, pod_name)
-        network = await self._network.inspect(sandbox_id, netns_path)
-        try:
-            config = build_apf(
-                pod_name=pod_name,
-                pod_namespace=pod_namespace,
-                network=network,
-                material=self._tls.server_material(name),
-                profile=self._tls.profile,
-            )
-            apf_json = apf.dumps(config)
-            user_data = render_user_data(
-                apf_json=apf_json,
-                initdata_b64=initdata_b64,
-                auth_json=auth_json,
-                scratch_space=self._config.enable_scratch_space,
-            )
-            pod_dir = os.path.join(self._config.pods_dir, sandbox_id)
-            _write_private(os.path.join(pod_dir, APF_COPY_NAME), apf_json)
-        except BaseException:
-            self._network.release(sandbox_id)
-            raise
-        return SandboxRecord(
-            sandbox_id=sandbox_id,
-            pod_name=pod_name,
-            pod_namespace=pod_namespace,
-            netns_path=netns_path,
-            instance_name=name,
-            socket_path=os.path.join(pod_dir, SOCKET_NAME),
-            spec=spec,
-            apf_json=apf_json,
-            user_data=user_data,
-            fingerprint=fingerprint,
-            server_name=self._tls.server_name(name) or "",
-        )
 
     # ------------------------------------------------------------------ StartVM
     async def start(self, sandbox_id: str) -> None:
@@ -265,10 +212,43 @@ class SandboxManager:
             if task is not None:
                 self._starting[sandbox_id] = task
             try:
-                await self._start(record)
+                async with self._start_lock(sandbox_id) as waited:
+                    if waited:
+                        record = self._reload(sandbox_id)
+                        if record.state is SandboxState.RUNNING:
+                            await self._resume(record)
+                            return
+                    await self._start(record)
             finally:
                 if self._starting.get(sandbox_id) is task:
                     del self._starting[sandbox_id]
+
+    @contextlib.asynccontextmanager
+    async def _start_lock(self, sandbox_id: str) -> AsyncIterator[bool]:
+        """Hold the sandbox's start lock file; yields True if another process held it first
+        (a rolling update: the old adaptor is finishing a StartVM)."""
+        if self._store is None:
+            yield False
+            return
+        waited = False
+        while (fd := self._store.try_start_lock(sandbox_id)) is None:
+            if not waited:
+                log.info("sandbox=%s: another adaptor process is starting this sandbox; "
+                         "waiting for it", sandbox_id)
+            waited = True
+            await asyncio.sleep(0.2)
+        try:
+            yield waited
+        finally:
+            self._store.release_start_lock(fd)
+
+    def _reload(self, sandbox_id: str) -> SandboxRecord:
+        record = self._store.load(sandbox_id) if self._store is not None else None
+        if record is None:
+            self._records.pop(sandbox_id, None)
+            raise SandboxNotFound(sandbox_id, "getting sandbox")
+        self._records[sandbox_id] = record
+        return record
 
     async def _start(self, record: SandboxRecord) -> None:
         sid = record.sandbox_id
@@ -285,7 +265,7 @@ class SandboxManager:
             try:
                 instance = await self._create_instance(record)
             except BaseException:
-                self._records[sid] = record.replace(state=SandboxState.CREATED)
+                self._put(record.replace(state=SandboxState.CREATED))
                 raise
             record = record.replace(
                 state=SandboxState.STARTING,
@@ -304,18 +284,7 @@ class SandboxManager:
             if not network_ready:
                 await self._network.setup(sid, record.netns_path, network, instance.ips)
                 network_ready = True
-            proxy = AgentProxy(
-                sid,
-                record.socket_path,
-                ForwarderDialer(
-                    sid,
-                    str(instance.ips[0]),
-                    self._config.forwarder_port,
-                    self._tls.client_context(),
-                    record.server_name or None,
-                ),
-                proxy_timeout=self._config.proxy_timeout,
-            )
+            proxy = self._make_proxy(record, str(instance.ips[0]))
             try:
                 await proxy.start()
             except DialTimeout as exc:
@@ -328,6 +297,29 @@ class SandboxManager:
         self._proxies[sid] = proxy
         await self._set(record.replace(state=SandboxState.RUNNING))
         log.info("sandbox=%s: pod VM %s is ready", sid, instance.id)
+
+    def _make_proxy(self, record: SandboxRecord, ip: str) -> AgentProxy:
+        sid = record.sandbox_id
+        return AgentProxy(
+            sid,
+            record.socket_path,
+            ForwarderDialer(sid, ip, self._config.forwarder_port, self._tls.client_context(),
+                            record.server_name or None),
+            proxy_timeout=self._config.proxy_timeout,
+            metrics=self._metrics,
+        )
+
+    async def _resume(self, record: SandboxRecord) -> None:
+        """Serve a running sandbox's agent socket again (after a restart or a takeover)."""
+        sid = record.sandbox_id
+        if not record.instance_ips:
+            raise StartFailed(f"sandbox {sid}: running record without instance IPs")
+        old = self._proxies.pop(sid, None)
+        if old is not None:
+            await old.aclose()
+        proxy = self._make_proxy(record, record.instance_ips[0])
+        await proxy.resume()
+        self._proxies[sid] = proxy
 
     async def _create_instance(self, record: SandboxRecord) -> Instance:
         request = InstanceRequest(
@@ -378,9 +370,7 @@ class SandboxManager:
                       sandbox_id, instance.id, exc)
             record = self._records.get(sandbox_id)
             if record is not None:
-                self._records[sandbox_id] = record.replace(
-                    state=SandboxState.STOP_FAILED, instance_id=instance.id
-                )
+                self._put(record.replace(state=SandboxState.STOP_FAILED, instance_id=instance.id))
 
     async def _wait_reaper(self, sandbox_id: str) -> None:
         reaper = self._reapers.get(sandbox_id)
@@ -404,11 +394,9 @@ class SandboxManager:
         except ProviderError as exc:
             log.error("sandbox=%s: instance %s could not be deleted; keeping the record so "
                       "StopVM can retry: %s", sid, record.instance_id, exc)
-            self._records[sid] = record.replace(state=SandboxState.STOP_FAILED)
+            self._put(record.replace(state=SandboxState.STOP_FAILED))
             return
-        self._records[sid] = record.replace(
-            state=SandboxState.CREATED, instance_id="", instance_ips=()
-        )
+        self._put(record.replace(state=SandboxState.CREATED, instance_id="", instance_ips=()))
 
     async def _delete_with_retries(self, sandbox_id: str, instance_id: str) -> None:
         policy = self._config.delete_retry
@@ -463,7 +451,7 @@ class SandboxManager:
                     except Exception as exc:
                         log.error("sandbox=%s: tunnel teardown failed: %s", sandbox_id, exc)
             self._network.release(sandbox_id)
-            del self._records[sandbox_id]
+            self._drop(sandbox_id)
             self._locks.pop(sandbox_id, None)
         log.info("sandbox=%s: stopped", sandbox_id)
 
@@ -484,6 +472,64 @@ class SandboxManager:
                 await self._changed.wait_for(lambda: bool(self._instance_of(pod_namespace,
                                                                             pod_name)))
         return self._instance_of(pod_namespace, pod_name)
+
+    # ------------------------------------------------------------------ restart
+    def adopt(self, record: SandboxRecord) -> None:
+        """Take over a record loaded from the store (nothing is written)."""
+        self._records[record.sandbox_id] = record
+
+    def forget(self, sandbox_id: str) -> None:
+        """Drop a sandbox from memory only (another adaptor removed its record)."""
+        self._records.pop(sandbox_id, None)
+
+    def lock(self, sandbox_id: str) -> asyncio.Lock:
+        """The lock that serialises calls for one sandbox."""
+        return self._lock(sandbox_id)
+
+    def track(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
+        """Own a background clean-up for a sandbox; its calls wait for it first."""
+        self._reapers[sandbox_id] = task
+        task.add_done_callback(lambda _t: self._reapers.pop(sandbox_id, None)
+                               if self._reapers.get(sandbox_id) is task else None)
+
+    async def resume(self, record: SandboxRecord) -> None:
+        await self._resume(record)
+
+    async def abandon_start(self, record: SandboxRecord) -> None:
+        """A StartVM died with its adaptor: delete whatever instance it may have created
+        (the recorded one and any tagged with this sandbox) and go back to ``created``, so
+        that a retry makes exactly one VM. Call with the sandbox's lock held."""
+        sid = record.sandbox_id
+        ids = [record.instance_id] if record.instance_id else []
+        try:
+            found = await self._provider.list_instances(
+                {NODE_TAG: self._config.node_name, SANDBOX_TAG: sid}
+            )
+        except ProviderError as exc:
+            log.warning("sandbox=%s: cannot list its instances (the orphan sweep will find "
+                        "them later): %s", sid, exc)
+            found = []
+        ids += [i.id for i in found
+                if i.tags.get(NODE_TAG) == self._config.node_name and i.id not in ids]
+        network = apf.loads(record.apf_json).pod_network
+        if record.instance_id and network is not None:
+            try:
+                await self._network.teardown(sid, record.netns_path, network)
+            except Exception as exc:
+                log.error("sandbox=%s: tunnel teardown failed: %s", sid, exc)
+        for instance_id in ids:
+            log.info("sandbox=%s instance=%s: deleting the instance of an interrupted StartVM",
+                     sid, instance_id)
+            try:
+                await self._delete_with_retries(sid, instance_id)
+            except ProviderError as exc:
+                log.error("sandbox=%s instance=%s: could not delete it; the sweep retries: %s",
+                          sid, instance_id, exc)
+                await self._set(record.replace(state=SandboxState.STOP_FAILED,
+                                               instance_id=instance_id))
+                return
+        await self._set(record.replace(state=SandboxState.CREATED, instance_id="",
+                                       instance_ips=()))
 
     # ------------------------------------------------------------------ lifecycle
     async def aclose(self) -> None:
@@ -520,14 +566,3 @@ def _describe(exc: BaseException) -> str:
 
 def _ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text)
-
-
-def _write_private(path: str, text: str) -> None:
-    """Write ``text`` atomically with mode 0600 (it holds the VM's TLS key)."""
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

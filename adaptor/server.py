@@ -1,14 +1,20 @@
-"""The adaptor daemon: provider + worker network + TLS + sandbox manager + ttrpc server.
+"""The adaptor daemon: provider + worker network + TLS + sandbox manager + ttrpc server,
+plus the state store, the orphan sweep and the probe/metrics HTTP server.
 
-``start()`` verifies the provider configuration when asked, loads the instance-type
-catalogue, prepares the hypervisor socket (``mkdir -p``, remove a stale socket) and serves.
-``aclose()`` stops serving, closes the agent proxies (pod VMs keep running) and the provider,
-and removes the socket only if it is still the one this process created (a rolling update
-may already have replaced it).
+``start()``: verify the provider configuration when asked, load the instance-type
+catalogue, open the probe port (``/startup`` answers 503 until the end of this sequence),
+restore the sandboxes from the store (agent sockets, VXLAN ids, interrupted StartVMs), take
+the hypervisor socket (``mkdir -p``, unlink whatever is there, bind: a newer adaptor takes
+over from an older one), then start the orphan sweep.
+
+``aclose()``: stop accepting, let calls in flight finish (``SHUTDOWN_GRACE_PERIOD``), close
+the agent proxies (pod VMs keep running, records stay), close the provider, and remove the
+socket files only if they are still the ones this process bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,17 +22,27 @@ import socket
 from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
-from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings
+from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir
 from adaptor.errors import AdaptorError, InvalidRequest
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
+from adaptor.metrics import InstrumentedProvider, Metrics
 from adaptor.network.base import WorkerNetwork
-from adaptor.service import HypervisorService
+from adaptor.probe import ProbeServer
+from adaptor.restore import RestoreReport, restore
+from adaptor.service import HYPERVISOR_SERVICE, HypervisorService
+from adaptor.store import SandboxStore
+from adaptor.sweep import OrphanSweeper
 from adaptor.tls import AgentTLS
+from adaptor.tlsstate import TLSStateError
+from protocols.kata import hypervisor_pb2
 from protocols.tlsprofile import TLSProfileError, parse_profile
-from protocols.ttrpc import Server
+from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
 from providers.base import ConfigError, Provider
 
 log = logging.getLogger(__name__)
+
+PROBE_HOST = "127.0.0.1"
+HEALTH_TIMEOUT = 2.0
 
 
 class StartupError(AdaptorError):
@@ -63,9 +79,12 @@ def prepare(settings: AdaptorSettings) -> Prepared:
             cert_key=settings.cert_key,
             skip_verify=settings.tls_skip_verify,
             profile=profile,
+            state_dir=state_dir(settings),
         )
     except TLSProfileError as exc:
         raise StartupError(f"TLS settings: {exc}") from None
+    except (TLSStateError, OSError) as exc:
+        raise StartupError(f"TLS state in {state_dir(settings)}: {exc}") from None
     try:
         initdata = validate_default_initdata(settings.initdata)
     except InvalidRequest as exc:
@@ -103,18 +122,54 @@ class Daemon:
         prepared: Prepared | None = None,
         network: WorkerNetwork | None = None,
         delete_retry: RetryPolicy | None = None,
+        probe_host: str = PROBE_HOST,
     ) -> None:
         self.settings = settings
-        self.provider = provider
+        self.metrics = Metrics()
+        self.provider: Provider = InstrumentedProvider(provider, self.metrics)
         self._prepared = prepared or prepare(settings)
         self._network = network
         self._delete_retry = delete_retry or RetryPolicy()
+        self._probe_host = probe_host
         self._server: Server | None = None
-        self._socket_inode: int | None = None
+        self._socket_id: tuple[int, int] | None = None
+        self._probe: ProbeServer | None = None
+        self.sweeper: OrphanSweeper | None = None
+        self.store = SandboxStore(settings.pods_dir)
         self.manager: SandboxManager | None = None
+        self.restored: RestoreReport | None = None
+        self.started = False
+        self._closed = False
+
+    @property
+    def node_name(self) -> str:
+        return self._prepared.node_name
+
+    @property
+    def probe_port(self) -> int:
+        return self._probe.port if self._probe is not None else 0
+
+    def owns_socket(self) -> bool:
+        """True while the hypervisor socket file is the one this process bound."""
+        return self._socket_id is not None and _file_id(self.settings.socket) == self._socket_id
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
+        self._probe = ProbeServer(self.metrics, startup=self._startup_check,
+                                  health=self._health_check)
+        try:
+            await self._probe.start(self._probe_host, settings.probe_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {self._probe_host}:{settings.probe_port} (PROBE_PORT): {exc}"
+            ) from None
         if settings.cloud_config_verify:
             try:
                 await self.provider.verify_config()
@@ -122,7 +177,7 @@ class Daemon:
                 raise StartupError(f"cloud config verification failed: {exc}") from None
         network = self._network or make_network(settings)
         catalogue = await self.provider.instance_types()
-        self.manager = SandboxManager(
+        manager = self.manager = SandboxManager(
             ManagerConfig(
                 pods_dir=settings.pods_dir,
                 node_name=self._prepared.node_name,
@@ -137,34 +192,87 @@ class Daemon:
             network=network,
             tls=self._prepared.tls,
             catalogue=catalogue,
+            store=self.store,
+            metrics=self.metrics,
         )
+        self.metrics.add_gauge("sandboxes", "sandboxes known to the adaptor, by state",
+                               "state", manager.counts_by_state)
+        self.metrics.add_gauge("proxy_forwarder_connections",
+                               "agent proxies with a live connection to their forwarder", None,
+                               manager.forwarder_connections)
+        self.restored = await restore(manager, self.store, network)
         server = Server()
-        HypervisorService(self.manager).register(server)
+        HypervisorService(manager, self.metrics).register(server)
         path = settings.socket
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             await server.start_unix(path)
-            self._socket_inode = os.stat(path).st_ino
+            self._socket_id = _file_id(path)
         except OSError as exc:
             await server.shutdown(grace=0)
             raise StartupError(f"cannot listen on {path}: {exc}") from None
         self._server = server
+        self.sweeper = OrphanSweeper(
+            self.provider, manager, self.store,
+            node_name=self._prepared.node_name,
+            grace=settings.orphan_grace_period,
+            interval=settings.orphan_sweep_interval,
+            metrics=self.metrics,
+            is_owner=self.owns_socket,
+        )
+        self.sweeper.start()
+        self.started = True
         log.info("server started on %s (node %s)", path, self._prepared.node_name)
 
+    async def _socket_answers(self) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                client = await Client.connect_unix(self.settings.socket)
+                async with client:
+                    await client.call(HYPERVISOR_SERVICE, "Version",
+                                      hypervisor_pb2.VersionRequest(),
+                                      hypervisor_pb2.VersionResponse)
+        except (OSError, TimeoutError, TTRPCError, ConnectionClosed) as exc:
+            return False, f"hypervisor socket does not answer: {exc or type(exc).__name__}"
+        return True, "ok"
+
+    async def _startup_check(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting: restoring sandboxes"
+        return await self._socket_answers()
+
+    async def _health_check(self) -> tuple[bool, str]:
+        if self._server is None:
+            return False, "hypervisor socket not served"
+        return await self._socket_answers()
+
     async def aclose(self) -> None:
+        """Stop serving; pod VMs keep running and their records stay. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.started = False
+        if self.sweeper is not None:
+            await self.sweeper.aclose()
         server, self._server = self._server, None
+        owned = self.owns_socket()
         if server is not None:
-            await server.shutdown(grace=5.0)
+            await server.shutdown(grace=self.settings.shutdown_grace_period.total_seconds())
         if self.manager is not None:
             await self.manager.aclose()
         await self.provider.aclose()
-        if self._socket_inode is not None:
+        if owned and self.owns_socket():
             with contextlib.suppress(OSError):
-                if os.stat(self.settings.socket).st_ino == self._socket_inode:
-                    os.unlink(self.settings.socket)
-            self._socket_inode = None
+                os.unlink(self.settings.socket)
+        elif self._socket_id is not None:
+            log.info("hypervisor socket %s now belongs to another adaptor; leaving it",
+                     self.settings.socket)
+        self._socket_id = None
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await probe.aclose()
         log.info("server stopped")
 
     async def __aenter__(self) -> Daemon:
@@ -173,3 +281,11 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

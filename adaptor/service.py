@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ from adaptor.errors import (
     StopFailed,
 )
 from adaptor.manager import SandboxManager
+from adaptor.metrics import Metrics
 from protocols.kata import hypervisor_pb2, podvminfo_pb2
 from protocols.ttrpc import CallContext, Code, Method, Server, TTRPCError
 from providers.base import (
@@ -69,6 +71,13 @@ def status_code(exc: BaseException) -> Code:
 T = TypeVar("T")
 
 
+def _code_name(code: int) -> str:
+    try:
+        return Code(code).name.lower()
+    except ValueError:
+        return f"code_{code}"
+
+
 async def _translate(what: str, sandbox: str, call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
@@ -84,13 +93,33 @@ async def _translate(what: str, sandbox: str, call: Callable[[], Awaitable[T]]) 
 
 
 class HypervisorService:
-    def __init__(self, manager: SandboxManager) -> None:
+    def __init__(self, manager: SandboxManager, metrics: Metrics | None = None) -> None:
         self._manager = manager
+        self._metrics = metrics
+
+    async def _timed(self, what: str, sandbox: str, call: Callable[[], Awaitable[T]]) -> T:
+        """:func:`_translate`, observed in the request latency histogram."""
+        if self._metrics is None:
+            return await _translate(what, sandbox, call)
+        started = time.monotonic()
+        result = "ok"
+        try:
+            return await _translate(what, sandbox, call)
+        except TTRPCError as exc:
+            result = _code_name(exc.code)
+            raise
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            self._metrics.hypervisor_latency.labels(what, result).observe(
+                time.monotonic() - started
+            )
 
     async def create_vm(
         self, request: hypervisor_pb2.CreateVMRequest, ctx: CallContext
     ) -> hypervisor_pb2.CreateVMResponse:
-        path = await _translate(
+        path = await self._timed(
             "CreateVM",
             request.id,
             lambda: self._manager.create(
@@ -102,13 +131,13 @@ class HypervisorService:
     async def start_vm(
         self, request: hypervisor_pb2.StartVMRequest, ctx: CallContext
     ) -> hypervisor_pb2.StartVMResponse:
-        await _translate("StartVM", request.id, lambda: self._manager.start(request.id))
+        await self._timed("StartVM", request.id, lambda: self._manager.start(request.id))
         return hypervisor_pb2.StartVMResponse()
 
     async def stop_vm(
         self, request: hypervisor_pb2.StopVMRequest, ctx: CallContext
     ) -> hypervisor_pb2.StopVMResponse:
-        await _translate("StopVM", request.id, lambda: self._manager.stop(request.id))
+        await self._timed("StopVM", request.id, lambda: self._manager.stop(request.id))
         return hypervisor_pb2.StopVMResponse()
 
     async def version(

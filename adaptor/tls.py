@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from adaptor.tlsstate import StoredPair, load_or_create
 from protocols.tlsprofile import DEFAULT_PROFILE, TLSProfile, TLSProfileError, client_context
 
 CA_ORG = "agent-protocol-forwarder"
@@ -104,10 +105,11 @@ def new_client_certificate(org: str = CLIENT_ORG) -> KeyPair:
 
 
 class CertificateAuthority:
-    """An in-memory CA that issues one server certificate per pod VM."""
+    """A CA that issues one server certificate per pod VM (new, or loaded with
+    :meth:`from_pem` so that a restarted adaptor keeps trusting the VMs it set up)."""
 
     def __init__(self, org: str = CA_ORG) -> None:
-        self._key = _new_key()
+        self._key: ec.EllipticCurvePrivateKey = _new_key()
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
@@ -138,6 +140,22 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
         self.root_pem = _cert_pem(self._cert)
+
+    @classmethod
+    def from_pem(cls, cert_pem: str, key_pem: str) -> CertificateAuthority:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC key")
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        if cert.public_key() != key.public_key():
+            raise ValueError("the CA certificate does not match its key")
+        ca = cls.__new__(cls)
+        ca._key, ca._cert, ca.root_pem = key, cert, _cert_pem(cert)
+        return ca
+
+    @property
+    def key_pair(self) -> KeyPair:
+        return KeyPair(self.root_pem, _key_pem(self._key))
 
     def issue_server(self, name: str) -> KeyPair:
         """A server certificate with CN and DNS SAN = ``name``."""
@@ -171,6 +189,21 @@ class CertificateAuthority:
         return KeyPair(_cert_pem(cert), _key_pem(key))
 
 
+def _stored(pair: KeyPair) -> StoredPair:
+    return StoredPair(pair.cert_pem, pair.key_pem)
+
+
+def _check_ca(pair: StoredPair) -> None:
+    CertificateAuthority.from_pem(pair.cert_pem, pair.key_pem)
+
+
+def _check_pair(pair: StoredPair) -> None:
+    key = serialization.load_pem_private_key(pair.key_pem.encode(), password=None)
+    cert = x509.load_pem_x509_certificate(pair.cert_pem.encode())
+    if cert.public_key() != key.public_key():
+        raise ValueError("the certificate does not match its key")
+
+
 def _read(path: str, what: str) -> str:
     try:
         return Path(path).read_text()
@@ -190,7 +223,9 @@ class AgentTLS:
         cert_key: str = "",
         skip_verify: bool = False,
         profile: TLSProfile = DEFAULT_PROFILE,
+        state_dir: str = "",
     ) -> None:
+        """``state_dir`` (when set) keeps what is generated here across restarts."""
         self.disabled = disabled
         self.profile = profile
         self.skip_verify = skip_verify
@@ -207,10 +242,21 @@ class AgentTLS:
             self._client = KeyPair(
                 _read(cert_file, "client certificate"), _read(cert_key, "client key")
             )
+        elif state_dir:
+            stored = load_or_create(
+                state_dir, "client", lambda: _stored(new_client_certificate()), _check_pair
+            )
+            self._client = KeyPair(stored.cert_pem, stored.key_pem)
         else:
             self._client = new_client_certificate()
         if ca_cert_file:
             self._ca_pem = _read(ca_cert_file, "CA certificate")
+        elif state_dir:
+            stored = load_or_create(
+                state_dir, "ca", lambda: _stored(CertificateAuthority().key_pair), _check_ca
+            )
+            self._ca = CertificateAuthority.from_pem(stored.cert_pem, stored.key_pem)
+            self._ca_pem = self._ca.root_pem
         else:
             self._ca = CertificateAuthority()
             self._ca_pem = self._ca.root_pem

@@ -7,6 +7,9 @@ remaining deadline. Error statuses come back unchanged. The proxy adds no deadli
 
 Beyond upstream: when the forwarder connection drops, the call in flight fails with
 UNAVAILABLE and the next call dials again (bounded by its deadline, else the proxy timeout).
+After an adaptor restart, :meth:`AgentProxy.resume` listens at once and dials in the
+background. The proxy removes its socket file on close only if the file is still the one it
+bound (a newer adaptor may have taken the path over during a rolling update).
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from adaptor.proxy.dialer import DialTimeout, ForwarderDialer
 from adaptor.proxy.intercept import LOG_ONLY, rewrite_create_container
 from protocols.ttrpc import CallContext, Client, Code, ConnectionClosed, Server, TTRPCError
+
+if TYPE_CHECKING:
+    from adaptor.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +43,18 @@ class AgentProxy:
         dialer: ForwarderDialer,
         *,
         proxy_timeout: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.socket_path = socket_path
         self._dialer = dialer
         self._proxy_timeout = proxy_timeout
+        self._metrics = metrics
         self._client: Client | None = None
         self._dial_lock = asyncio.Lock()
         self._server: Server | None = None
+        self._socket_id: tuple[int, int] | None = None
+        self._warmup: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -57,32 +68,89 @@ class AgentProxy:
     async def start(self, timeout: float | None = None) -> None:
         """Wait until the forwarder answers, then listen on the agent socket."""
         try:
-            self._client = await self._dialer.dial(
-                self._proxy_timeout if timeout is None else timeout
-            )
-            server = Server()
-            server.register_raw(AGENT_SERVICE, self._forward)
-            server.register_raw(HEALTH_SERVICE, self._forward)
-            server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self._create_container)
-            _prepare_socket_path(self.socket_path)
-            await server.start_unix(self.socket_path, mode=0o600)
-            self._server = server
+            self._client = await self._dial(self._proxy_timeout if timeout is None else timeout)
+            await self._listen()
         except BaseException:
             await asyncio.shield(self.aclose())
             raise
         log.info("sandbox=%s: agent proxy listening on %s", self.sandbox_id, self.socket_path)
 
+    async def resume(self) -> None:
+        """After a restart: listen on the agent socket now, reconnect in the background.
+
+        Calls that arrive before the forwarder answers wait for that connection (bounded by
+        their own deadline, else the proxy timeout)."""
+        try:
+            await self._listen()
+        except BaseException:
+            await asyncio.shield(self.aclose())
+            raise
+        self._warmup = asyncio.create_task(self._warm_up())
+        log.info("sandbox=%s: agent proxy listening again on %s", self.sandbox_id,
+                 self.socket_path)
+
+    async def _listen(self) -> None:
+        server = Server()
+        server.register_raw(AGENT_SERVICE, self._forward)
+        server.register_raw(HEALTH_SERVICE, self._forward)
+        server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self._create_container)
+        _prepare_socket_path(self.socket_path)
+        await server.start_unix(self.socket_path, mode=0o600)
+        self._server = server
+        self._socket_id = _file_id(self.socket_path)
+
+    async def _warm_up(self) -> None:
+        async with self._dial_lock:
+            if self._closed or self.upstream_connected:
+                return
+            try:
+                client = await self._dial(self._proxy_timeout)
+            except DialTimeout as exc:
+                log.warning("sandbox=%s: forwarder not reachable after restart: %s",
+                            self.sandbox_id, exc)
+                return
+            if self._closed:
+                await client.aclose()
+                return
+            self._client = client
+
+    async def _dial(self, timeout: float) -> Client:
+        try:
+            client = await self._dialer.dial(timeout)
+        except DialTimeout:
+            if self._metrics is not None:
+                self._metrics.proxy_dials.labels("timeout").inc()
+            raise
+        if self._metrics is not None:
+            self._metrics.proxy_dials.labels("ok").inc()
+        return client
+
+    @property
+    def owns_socket(self) -> bool:
+        """True while the socket file is still the one this proxy bound."""
+        return self._socket_id is not None and _file_id(self.socket_path) == self._socket_id
+
     async def aclose(self) -> None:
-        """Stop listening and drop the forwarder connection. Safe to call twice."""
+        """Stop listening and drop the forwarder connection. Safe to call twice.
+
+        The socket file is removed only if it is still ours."""
         self._closed = True
+        warmup, self._warmup = self._warmup, None
+        if warmup is not None:
+            warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warmup
+        owned = self.owns_socket
         server, self._server = self._server, None
         client, self._client = self._client, None
         if server is not None:
             await server.shutdown(grace=1.0)
         if client is not None:
             await client.aclose()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        if owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+        self._socket_id = None
 
     async def _upstream(self, ctx: CallContext) -> Client:
         client = self._client
@@ -101,7 +169,7 @@ class AgentProxy:
                 self.sandbox_id, self._dialer.address,
             )
             try:
-                client = await self._dialer.dial(timeout)
+                client = await self._dial(timeout)
             except DialTimeout as exc:
                 raise TTRPCError(Code.UNAVAILABLE, f"cannot reach the pod VM: {exc}") from None
             if self._closed:
@@ -119,16 +187,25 @@ class AgentProxy:
         return await self._relay(ctx, rewrite_create_container(self.sandbox_id, payload))
 
     async def _relay(self, ctx: CallContext, payload: bytes) -> bytes:
-        client = await self._upstream(ctx)
+        metrics = self._metrics
         try:
-            return await client.call_raw(
+            client = await self._upstream(ctx)
+            if metrics is not None:
+                metrics.proxy_bytes.labels("to_agent").inc(len(payload))
+            response = await client.call_raw(
                 ctx.service,
                 ctx.method,
                 payload,
                 timeout_nano=ctx.remaining_nano(),
                 metadata=ctx.metadata,
             )
+        except TTRPCError as exc:
+            if metrics is not None:
+                metrics.proxy_calls.labels(_code_name(exc.code)).inc()
+            raise
         except ConnectionClosed as exc:
+            if metrics is not None:
+                metrics.proxy_calls.labels("connection_closed").inc()
             log.warning(
                 "sandbox=%s: %s/%s: forwarder connection closed: %s",
                 self.sandbox_id, ctx.service, ctx.method, exc,
@@ -136,9 +213,28 @@ class AgentProxy:
             raise TTRPCError(
                 Code.UNAVAILABLE, f"connection to the pod VM's forwarder closed: {exc}"
             ) from None
+        if metrics is not None:
+            metrics.proxy_calls.labels("ok").inc()
+            metrics.proxy_bytes.labels("from_agent").inc(len(response))
+        return response
 
 
 def _prepare_socket_path(path: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _code_name(code: int) -> str:
+    try:
+        return Code(code).name.lower()
+    except ValueError:
+        return f"code_{code}"

@@ -46,6 +46,7 @@ def make_settings(short_dir: str, port: int, **overrides: object) -> AdaptorSett
         "proxy_timeout": timedelta(seconds=5),
         "tunnel_type": "none",
         "node_name": "node-1",
+        "probe_port": 0,
     }
     values.update(overrides)
     return AdaptorSettings(**values)  # type: ignore[arg-type]

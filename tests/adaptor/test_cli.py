@@ -135,7 +135,7 @@ def test_runs_until_sigterm(tmp_path: object, capsys: pytest.CaptureFixture[str]
 
     thread = threading.Thread(target=stop_when_serving)
     thread.start()
-    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods"}
+    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods", "PROBE_PORT": "0"}
     try:
         assert main(["fake", "-socket", sock], env, loader=loader) == 0
     finally:

@@ -1,10 +1,13 @@
-"""A worker network that records calls instead of touching network namespaces."""
+"""A worker network that records calls instead of touching network namespaces.
+
+VXLAN ids come from the real allocator, so restore/release behave as in production."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
+from adaptor.network.allocator import VxlanIdAllocator
 from adaptor.network.errors import WorkerNetworkError
 from protocols.apf import PodNetwork, Route
 
@@ -12,19 +15,19 @@ from protocols.apf import PodNetwork, Route
 class FakeWorkerNetwork:
     def __init__(self, *, fail_setup: bool = False) -> None:
         self.fail_setup = fail_setup
-        self.allocated: dict[str, int] = {}
+        self.allocator = VxlanIdAllocator(555000)
         self.active: dict[str, tuple[str, ...]] = {}  # sandbox -> VM IPs with a tunnel
         self.calls: list[tuple[str, str]] = []
-        self._next_id = 555000
+
+    @property
+    def allocated(self) -> dict[str, int]:
+        return self.allocator.in_use()
 
     async def inspect(self, sandbox_id: str, netns_path: str) -> PodNetwork:
         self.calls.append(("inspect", sandbox_id))
         if not netns_path:
             raise WorkerNetworkError("empty network namespace path")
-        vni = self.allocated.get(sandbox_id)
-        if vni is None:
-            vni = self.allocated[sandbox_id] = self._next_id
-            self._next_id += 1
+        vni = self.allocator.allocate(sandbox_id)
         return PodNetwork(
             tunnel_type="vxlan", pod_ip="10.244.1.5/24", pod_hw_addr="0a:58:0a:f4:01:05",
             interface="eth0", worker_node_ip="192.0.2.10/24",
@@ -46,8 +49,10 @@ class FakeWorkerNetwork:
         self.active.pop(sandbox_id, None)
 
     def restore(self, sandbox_id: str, network: PodNetwork) -> None:
-        self.allocated[sandbox_id] = network.vxlan_id
+        self.calls.append(("restore", sandbox_id))
+        if network.vxlan_id:
+            self.allocator.restore(sandbox_id, network.vxlan_id)
 
     def release(self, sandbox_id: str) -> None:
         self.calls.append(("release", sandbox_id))
-        self.allocated.pop(sandbox_id, None)
+        self.allocator.release(sandbox_id)

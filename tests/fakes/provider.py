@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import IPv4Address
 
 from providers.base import (
@@ -71,7 +72,8 @@ class InMemoryProvider:
             raise self.faults.fail_create
         instance_id = f"i-{next(self._ids):04d}"
         ips = () if self.faults.no_ips else (IPv4Address(f"127.0.0.{self._free_hosts.pop(0)}"),)
-        instance = Instance(id=instance_id, name=request.name, ips=ips, tags=dict(request.tags))
+        instance = Instance(id=instance_id, name=request.name, ips=ips, tags=dict(request.tags),
+                            created_at=datetime.now(UTC))
         self.instances[instance_id] = instance
         self.requests[instance_id] = request
         self.created.append(instance_id)
@@ -88,10 +90,17 @@ class InMemoryProvider:
         if instance is None:
             return
         self.deleted.append(instance_id)
+        request = self.requests.get(instance_id)
+        if request is None:  # added with add_instance: nothing was booted for it
+            return
         if instance.ips:
             self._free_hosts.append(int(str(instance.ips[0]).rsplit(".", 1)[1]))
         if self.on_delete is not None:
-            await self.on_delete(self.requests[instance_id], instance)
+            await self.on_delete(request, instance)
+
+    def add_instance(self, instance: Instance) -> None:
+        """Put an instance into the cloud directly (made by someone else, or leaked)."""
+        self.instances[instance.id] = instance
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
         return [
