@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long shutdown waits for cancelled StartVMs to delete the instances they created.
+START_CLEANUP_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -535,8 +538,13 @@ class SandboxManager:
     async def aclose(self) -> None:
         """Stop the proxies (pod VMs keep running) and wait for background clean-ups."""
         self._closed = True
-        for task in list(self._starting.values()):
+        starting = list(self._starting.values())
+        for task in starting:
             task.cancel()
+        if starting:
+            # Each cancelled StartVM deletes the instance it created before it ends; wait for
+            # that (bounded): a record left in "starting" is cleaned at the next start anyway.
+            await asyncio.wait(starting, timeout=START_CLEANUP_TIMEOUT)
         proxies, self._proxies = list(self._proxies.values()), {}
         for proxy in proxies:
             await proxy.aclose()
@@ -546,14 +554,18 @@ class SandboxManager:
 
 
 async def _shielded(coro: Awaitable[None]) -> None:
-    """Run clean-up to completion even if the caller is cancelled meanwhile."""
+    """Run clean-up to completion even if the caller is cancelled meanwhile, once or again
+    (a StartVM whose caller left is cancelled a second time when the daemon shuts down)."""
     task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 def _describe(exc: BaseException) -> str:

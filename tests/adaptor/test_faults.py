@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from adaptor.manager import RetryPolicy
 from adaptor.sandbox import SandboxState
 from adaptor.server import Daemon
 from protocols.kata import agent_pb2, health_pb2
@@ -186,3 +187,29 @@ async def test_retry_while_abandoned_create_is_pending(
     assert cloud.provider.create_calls == 2
     await shim.stop_vm("sb-race")
     assert cloud.provider.instances == {}
+
+
+async def test_shutdown_finishes_the_clean_up_of_an_abandoned_start(
+    short_dir: str, cloud: FakeCloud, network: FakeWorkerNetwork
+) -> None:
+    """The caller of StartVM left, and the daemon is stopped while the instance is being
+    deleted: shutdown waits for the deletion instead of abandoning it."""
+    cloud.boot = False  # the forwarder never answers: StartVM waits until the caller leaves
+    settings = make_settings(short_dir, cloud.port, proxy_timeout=timedelta(seconds=30))
+    slow_retry = RetryPolicy(attempts=3, initial_delay=0.5, max_delay=0.5)
+    daemon = Daemon(settings, cloud.provider, network=network, delete_retry=slow_retry)
+    await daemon.start()
+    try:
+        shim = Shim(settings.socket)
+        await shim.create_vm("sb-left")
+        cloud.provider.faults.fail_delete_times = 1  # the clean-up needs a retry, 0.5 s later
+        call = asyncio.create_task(shim.start_vm("sb-left"))
+        await eventually(lambda: len(cloud.provider.created) == 1)
+        call.cancel()  # the shim goes away: StartVM starts deleting the instance
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: cloud.provider.delete_calls == 1)
+    finally:
+        await daemon.aclose()  # SIGTERM arrives during the clean-up's retry delay
+    assert cloud.provider.instances == {}
+    assert cloud.provider.delete_calls == 2
