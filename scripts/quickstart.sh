@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: one pod VM through the whole peer pods data path, on this machine.
 #
-#   sudo bash scripts/install.sh       # once: system packages and .venv
-#   sudo bash scripts/quickstart.sh
+#   bash scripts/install.sh       # as root, once: system packages and .venv
+#   bash scripts/quickstart.sh    # as root
 #
 # It starts cloud-api-adaptor with the embedded `local` provider (a pod VM is a process
 # group in its own network namespace), runs `peerpodctl demo` against it (CreateVM ->
