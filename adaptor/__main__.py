@@ -38,6 +38,17 @@ def configure_logging(log_format: str, level: str) -> None:
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Cloud SDKs and HTTP stacks that log whole requests at DEBUG: request bodies carry
+# user-data (with the pod VM's TLS key) and headers carry credentials. They stay at WARNING
+# whatever LOG_LEVEL says.
+QUIET_LIBRARIES = (
+    "botocore", "boto3", "s3transfer", "urllib3", "azure", "msal", "google", "grpc",
+    "requests", "aiohttp", "libvirt",
+)
 
 
 def _notify(state: str, env: Mapping[str, str]) -> None:

@@ -77,10 +77,22 @@ class SandboxStore:
         write_private(self.path(record.sandbox_id), record.to_json())
 
     def delete(self, sandbox_id: str) -> None:
-        """Remove the record and the apf.json copy (it holds the VM's key); keep the dir."""
+        """Remove the record and the apf.json copy (it holds the VM's key), then the start
+        lock and the directory unless another process is using them."""
+        pod_dir = self.pod_dir(sandbox_id)
         for name in (RECORD_NAME, APF_COPY_NAME):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.pod_dir(sandbox_id), name))
+                os.unlink(os.path.join(pod_dir, name))
+        fd = self.try_start_lock(sandbox_id) if os.path.isdir(pod_dir) else None
+        if fd is None:
+            return  # another process holds the lock (it finds no record) or no dir is left
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(pod_dir, LOCK_NAME))
+        finally:
+            self.release_start_lock(fd)
+        with contextlib.suppress(OSError):  # not empty (e.g. a socket still there): keep it
+            os.rmdir(pod_dir)
 
     def load(self, sandbox_id: str) -> SandboxRecord | None:
         """The record of one sandbox, ``None`` when there is none (or it is corrupt)."""

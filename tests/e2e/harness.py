@@ -391,10 +391,8 @@ def vm_residue(worker: WorkerNode, adaptor: Adaptor, pod: Pod, instance_id: str,
         found.append(f"provider directory {adaptor.state_dir / instance_id}")
     pod_dir = adaptor.pods_dir / sandbox_id
     if pod_dir.exists():
-        # Like upstream, the sandbox's directory itself stays; nothing of the pod may.
-        leftover = sorted(p.name for p in pod_dir.iterdir() if p.name != "start.lock")
-        if leftover:
-            found.append(f"files in {pod_dir}: {', '.join(leftover)}")
+        leftover = sorted(p.name for p in pod_dir.iterdir())
+        found.append(f"sandbox directory {pod_dir} ({', '.join(leftover) or 'empty'})")
     return found
 
 
