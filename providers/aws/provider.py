@@ -1,6 +1,6 @@
 """The AWS provider: confidential EC2 pod VMs through boto3.
 
-Every boto3 call runs in a thread (``asyncio.to_thread``) behind a client-side token bucket
+Every boto3 call runs on the provider's worker threads behind a client-side token bucket
 and a retry loop (:mod:`providers.ratelimit`): throttling is retried with backoff and full
 jitter until ``AWS_API_TIMEOUT`` runs out, capacity and quota errors fail at once, and every
 failure leaves as an error of :mod:`providers.base`.
@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 PUBLIC_IP_WAIT = 120.0  # seconds, as upstream's instance-running waiter
 DESCRIBE_TYPES_CHUNK = 100  # DescribeInstanceTypes accepts at most 100 names per call
 UEFI_BOOT_MODES = ("uefi", "uefi-preferred")
+# EC2 calls in flight at once: boto3's HTTP connection pool and the worker threads that
+# run the blocking calls are sized alike (asyncio's default pool is only cpus + 4 threads).
+CONCURRENT_CALLS = 32
 
 
 @functools.cache
@@ -88,6 +92,7 @@ class AwsProvider:
         self._images: dict[str, ImageInfo] = {}
         self._image_lookups: dict[str, asyncio.Future[ImageInfo]] = {}
         self._background: set[asyncio.Future[Any]] = set()
+        self._threads = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="ec2")
         rate = settings.api_rate
         self._write_bucket: TokenBucket | None = None
         self._read_bucket: TokenBucket | None = None
@@ -104,7 +109,7 @@ class AwsProvider:
         async with self._ready_lock:
             if self._client is None:
                 placement, region = await self._complete_settings()
-                client = await asyncio.to_thread(self._make_client, region)
+                client = await self._in_thread(self._make_client, region)
                 self._placement = placement
                 self._client = client
             return self._client
@@ -141,7 +146,7 @@ class AwsProvider:
             kwargs["region_name"] = region
         config = Config(
             retries={"total_max_attempts": 1},  # retries happen in providers.ratelimit
-            max_pool_connections=32,
+            max_pool_connections=CONCURRENT_CALLS,
             connect_timeout=10,
             read_timeout=60,
         )
@@ -175,9 +180,9 @@ class AwsProvider:
 
         async def attempt() -> dict[str, Any]:
             if on_orphan is None:
-                result: dict[str, Any] = await asyncio.to_thread(method, **kwargs)
+                result: dict[str, Any] = await self._in_thread(method, **kwargs)
                 return result
-            inflight = asyncio.ensure_future(asyncio.to_thread(method, **kwargs))
+            inflight = asyncio.ensure_future(self._in_thread(method, **kwargs))
             try:
                 return await asyncio.shield(inflight)
             except asyncio.CancelledError:
@@ -482,7 +487,16 @@ class AwsProvider:
             await asyncio.sleep(0)
         client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(client.close)
+            await self._in_thread(client.close)
+        self._threads.shutdown(wait=False)
+
+    def _in_thread(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        """Run a blocking boto3 call on the provider's own worker threads."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(fn, *args, **kwargs)
+        )
 
 
 def _deliver_orphan(
