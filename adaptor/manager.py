@@ -293,8 +293,10 @@ class SandboxManager:
             except DialTimeout as exc:
                 raise ForwarderUnreachable(str(exc)) from None
         except BaseException as exc:
-            log.error("sandbox=%s: StartVM failed, cleaning up instance %s: %s",
-                      sid, instance.id, _describe(exc))
+            # A cancellation is the caller leaving or a StopVM, not a failure of ours.
+            level = logging.WARNING if isinstance(exc, asyncio.CancelledError) else logging.ERROR
+            log.log(level, "sandbox=%s: StartVM failed, cleaning up instance %s: %s",
+                    sid, instance.id, _describe(exc))
             await _shielded(self._undo_start(record, network, network_ready))
             raise
         self._proxies[sid] = proxy
