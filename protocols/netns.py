@@ -49,9 +49,21 @@ def socket_in_netns(path: str, family: int, type_: int, proto: int = 0) -> socke
         os.close(own)
 
 
+class NetnsError(OSError):
+    """A network namespace is missing or cannot be entered; the message names it."""
+
+
 def iproute(path: str | None = None) -> Any:
-    """A pyroute2 ``IPRoute`` for the namespace at ``path`` (``None``: this one)."""
+    """A pyroute2 ``IPRoute`` for the namespace at ``path`` (``None``: this one).
+
+    Never creates a namespace: a missing one is a :class:`NetnsError`.
+    """
     if path is None:
         return IPRoute()
-    sock = socket_in_netns(path, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    if not os.path.exists(path):
+        raise NetnsError(f"network namespace {path} does not exist")
+    try:
+        sock = socket_in_netns(path, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    except OSError as exc:
+        raise NetnsError(f"cannot open network namespace {path}: {exc}") from None
     return IPRoute(fileno=sock.detach())

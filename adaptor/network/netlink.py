@@ -22,7 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from adaptor.network.errors import WorkerNetworkError
 from protocols.apf import Neighbor, Route
-from protocols.netns import iproute
+from protocols.netns import NetnsError, iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -38,15 +38,10 @@ def open_netns(path: str | None) -> Iterator[Any]:
 
     Never creates a namespace: a missing path is a :class:`WorkerNetworkError`.
     """
-    if path is None:
-        ipr: Any = iproute()
-    else:
-        if not os.path.exists(path):
-            raise WorkerNetworkError(f"network namespace {path} does not exist")
-        try:
-            ipr = iproute(path)
-        except OSError as exc:
-            raise WorkerNetworkError(f"cannot open network namespace {path}: {exc}") from None
+    try:
+        ipr: Any = iproute(path)
+    except NetnsError as exc:
+        raise WorkerNetworkError(str(exc)) from None
     try:
         yield ipr
     finally:

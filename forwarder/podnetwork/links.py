@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
 from forwarder.podnetwork.errors import PodNetworkError
-from protocols.netns import iproute
+from protocols.netns import NetnsError, iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -38,15 +38,10 @@ def where(path: str | None) -> str:
 @contextmanager
 def open_netns(path: str | None) -> Iterator[Any]:
     """A netlink socket in the namespace at ``path`` (``None``: this process's). Never creates."""
-    if path is None:
-        ipr: Any = iproute()
-    else:
-        if not os.path.exists(path):
-            raise PodNetworkError(f"network namespace {path} does not exist")
-        try:
-            ipr = iproute(path)
-        except OSError as exc:
-            raise PodNetworkError(f"cannot open network namespace {path}: {exc}") from None
+    try:
+        ipr: Any = iproute(path)
+    except NetnsError as exc:
+        raise PodNetworkError(str(exc)) from None
     try:
         yield ipr
     finally:
