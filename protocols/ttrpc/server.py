@@ -280,21 +280,23 @@ class _ServerConnection(FrameProtocol):
         ctx = CallContext(
             request.service, request.method, request.metadata, deadline, request.timeout_nano
         )
+        scope: asyncio.Timeout | None = None
         try:
             handler = self.server.lookup(request.service, request.method)
             if deadline is None:
                 payload = await handler(ctx, request.payload)
             else:
-                async with asyncio.timeout_at(deadline):
+                scope = asyncio.timeout_at(deadline)
+                async with scope:
                     payload = await handler(ctx, request.payload)
             response = Response(None, payload)
         except TTRPCError as exc:
             response = Response(Status(exc.code, exc.message, exc.details))
         except TimeoutError:
-            if deadline is None or loop.time() < deadline:
-                response = Response(Status(Code.UNKNOWN, "timeout"))
-            else:
+            if scope is not None and scope.expired():  # (uvloop may fire a hair early)
                 response = Response(Status(Code.DEADLINE_EXCEEDED, "context deadline exceeded"))
+            else:  # the handler's own timeout, not the caller's deadline
+                response = Response(Status(Code.UNKNOWN, "timeout"))
         except asyncio.CancelledError:
             if self.is_open:  # the server is shutting down; the client is still there
                 self._send_status(stream_id, Status(Code.CANCELLED, "context canceled"))
