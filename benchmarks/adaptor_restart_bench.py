@@ -5,7 +5,9 @@
 Runs the real daemon as a subprocess (``tests.fakes.run_adaptor``) against the loopback fake
 cloud, whose pod VMs (test forwarder with mutual TLS + test agent on 127.0.0.N) live in this
 process and survive the daemon.
-1. Idle RSS (from /proc/<pid>/status) once /startup answers. Target: <= 60 MiB.
+1. Idle RSS (from /proc/<pid>/status) once /startup answers. Target: <= 60 MiB. Measured
+   twice: for the test daemon above (its fake-cloud provider adds an HTTP client library),
+   and for the shipped daemon, ``cloud-api-adaptor local`` with the default VXLAN tunnel.
 2. N pods created and started; RSS with N sandboxes. Target (N=100): <= 100 MiB.
 3. SIGKILL, start again: time from process start until every agent socket answers a
    grpc.Health/Check again (through the proxy and the forwarder). Target: <= 2 s.
@@ -20,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,6 +38,32 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+async def shipped_idle_rss() -> float:
+    """Idle RSS of the shipped ``cloud-api-adaptor local`` (loopback VMs, VXLAN tunnel)."""
+    root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")
+    env = {
+        **os.environ, "REMOTE_HYPERVISOR_ENDPOINT": f"{root}/hv.sock",
+        "PODS_DIR": f"{root}/pods", "LOCAL_STATE_DIR": f"{root}/local", "PROBE_PORT": "0",
+        "LOCAL_NETNS": "off", "TUNNEL_TYPE": "vxlan",
+    }
+    exe = os.path.join(os.path.dirname(sys.executable), "cloud-api-adaptor")
+    proc = await asyncio.create_subprocess_exec(
+        exe, "local", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        socket_path = Path(root, "hv.sock")
+        for _ in range(100):
+            if await asyncio.to_thread(socket_path.exists):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        return rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        await proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def run(pods: int) -> None:
@@ -75,7 +104,9 @@ async def run(pods: int) -> None:
         restored = rss_mib(second.proc.pid)
         for client in clients:
             await client.aclose()
-        print(f"idle RSS:                         {idle:7.1f} MiB   (target <= 60 MiB)")
+        shipped = await shipped_idle_rss()
+        print(f"idle RSS (test daemon):           {idle:7.1f} MiB")
+        print(f"idle RSS (cloud-api-adaptor local): {shipped:5.1f} MiB   (target <= 60 MiB)")
         print(f"RSS with {pods} sandboxes:          {loaded:7.1f} MiB   (target <= 100 MiB)")
         print(f"RSS after restart, {pods} restored: {restored:7.1f} MiB")
         print(f"restart until all {pods} proxies serve: {restart * 1000:7.0f} ms"
