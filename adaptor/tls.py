@@ -79,15 +79,31 @@ def new_client_certificate(org: str = CLIENT_ORG) -> KeyPair:
             x509.NameAttribute(NameOID.COMMON_NAME, org),
         ]
     )
-    now = _now()
     cert = (
+        _leaf(name, name, key, _CLIENT_VALIDITY, ExtendedKeyUsageOID.CLIENT_AUTH)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(_cert_pem(cert), _key_pem(key))
+
+
+def _leaf(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    validity: datetime.timedelta,
+    usage: x509.ObjectIdentifier,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate for signatures (ECDSA), for one extended key usage."""
+    now = _now()
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _CLIENT_VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -97,11 +113,8 @@ def new_client_certificate(org: str = CLIENT_ORG) -> KeyPair:
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    return KeyPair(_cert_pem(cert), _key_pem(key))
 
 
 class CertificateAuthority:
@@ -160,25 +173,10 @@ class CertificateAuthority:
     def issue_server(self, name: str) -> KeyPair:
         """A server certificate with CN and DNS SAN = ``name``."""
         key = _new_key()
-        now = _now()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _SERVER_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            _leaf(subject, self._cert.subject, key, _SERVER_VALIDITY,
+                  ExtendedKeyUsageOID.SERVER_AUTH)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
