@@ -192,13 +192,7 @@ class AgentProxy:
             client = await self._upstream(ctx)
             if metrics is not None:
                 metrics.proxy_bytes.labels("to_agent").inc(len(payload))
-            response = await client.call_raw(
-                ctx.service,
-                ctx.method,
-                payload,
-                timeout_nano=ctx.remaining_nano(),
-                metadata=ctx.metadata,
-            )
+            response = await client.forward(ctx, payload)
         except TTRPCError as exc:
             if metrics is not None:
                 metrics.proxy_calls.labels(_code_name(exc.code)).inc()

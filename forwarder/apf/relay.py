@@ -69,13 +69,7 @@ class AgentRelay:
         """Relay one call (a raw ttrpc handler): same service, method, deadline, metadata."""
         client = await self.client()
         try:
-            return await client.call_raw(
-                ctx.service,
-                ctx.method,
-                payload,
-                timeout_nano=ctx.remaining_nano(),
-                metadata=ctx.metadata,
-            )
+            return await client.forward(ctx, payload)
         except ConnectionClosed as exc:
             log.warning("agent=%s: connection lost during %s/%s: %s",
                         self._path, ctx.service, ctx.method, exc)

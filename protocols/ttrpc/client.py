@@ -21,7 +21,7 @@ from protocols.ttrpc.framing import (
     encode_frame,
 )
 from protocols.ttrpc.messages import DecodeError, Request, Response, decode_response, encode_request
-from protocols.ttrpc.server import Message
+from protocols.ttrpc.server import CallContext, Message
 from protocols.ttrpc.status import Code, ConnectionClosed, OversizedMessage, TTRPCError
 
 M = TypeVar("M", bound=Message)
@@ -186,6 +186,17 @@ class Client:
         if status is not None and status.code != Code.OK:
             raise TTRPCError(status.code, status.message, status.details)
         return response.payload
+
+    async def forward(self, ctx: CallContext, payload: bytes) -> bytes:
+        """Pass on a call a server received, undecoded: same service and method, the time
+        left of its deadline, its metadata. Status errors come back unchanged."""
+        return await self.call_raw(
+            ctx.service,
+            ctx.method,
+            payload,
+            timeout_nano=ctx.remaining_nano(),
+            metadata=ctx.metadata,
+        )
 
     # lifecycle --------------------------------------------------------------------------
     @property

@@ -181,10 +181,7 @@ async def test_metadata_and_deadline_pass_through_a_relay(tmp_path: Path) -> Non
     upstream = await Client.connect_unix(backend_path)
 
     async def relay(ctx: CallContext, payload: bytes) -> bytes:
-        return await upstream.call_raw(
-            ctx.service, ctx.method, payload,
-            timeout_nano=ctx.remaining_nano(), metadata=ctx.metadata,
-        )
+        return await upstream.forward(ctx, payload)
 
     front = Server()
     front.register_raw("test.Echo", relay)
