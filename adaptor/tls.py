@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,7 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adaptor.tlsstate import StoredPair, load_or_create
-from protocols.tlsprofile import DEFAULT_PROFILE, TLSProfile, TLSProfileError, client_context
+from protocols.tlsprofile import (
+    DEFAULT_PROFILE,
+    TLSProfile,
+    TLSProfileError,
+    client_context,
+    read_pem,
+)
 
 CA_ORG = "agent-protocol-forwarder"
 CLIENT_ORG = "cloud-api-adaptor"
@@ -202,13 +207,6 @@ def _check_pair(pair: StoredPair) -> None:
         raise ValueError("the certificate does not match its key")
 
 
-def _read(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise TLSProfileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
 class AgentTLS:
     """The adaptor's TLS setup for dialling forwarders, built once at startup."""
 
@@ -238,7 +236,7 @@ class AgentTLS:
             raise TLSProfileError("CERT_FILE and CERT_KEY must be given together")
         if cert_file:
             self._client = KeyPair(
-                _read(cert_file, "client certificate"), _read(cert_key, "client key")
+                read_pem(cert_file, "client certificate"), read_pem(cert_key, "client key")
             )
         elif state_dir:
             stored = load_or_create(
@@ -248,7 +246,7 @@ class AgentTLS:
         else:
             self._client = new_client_certificate()
         if ca_cert_file:
-            self._ca_pem = _read(ca_cert_file, "CA certificate")
+            self._ca_pem = read_pem(ca_cert_file, "CA certificate")
         elif state_dir:
             stored = load_or_create(
                 state_dir, "ca", lambda: _stored(CertificateAuthority().key_pair), _check_ca

@@ -18,6 +18,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 VERSION_TLS12 = "VersionTLS12"
 VERSION_TLS13 = "VersionTLS13"
@@ -65,6 +66,17 @@ TLS13_CIPHER_SUITES = (
 
 class TLSProfileError(ValueError):
     """The TLS profile (minimum version, cipher suites) or TLS material is invalid."""
+
+
+def read_pem(path: str, what: str) -> str:
+    """The text of a PEM file named in the settings; a :class:`TLSProfileError` naming
+    ``what`` and ``path`` when it cannot be read or is not text."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise TLSProfileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TLSProfileError(f"{what} {path} is not a PEM text file") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 
 from forwarder.apf.options import Options
 from protocols.apf import ApfConfig
-from protocols.tlsprofile import TLSProfileError, parse_profile, server_context
+from protocols.tlsprofile import TLSProfileError, parse_profile, read_pem, server_context
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,9 @@ class TLSSetupError(ValueError):
 
 def _read(path: str, what: str) -> str:
     try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise TLSSetupError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise TLSSetupError(f"{what} {path} is not a PEM text file") from None
+        return read_pem(path, what)
+    except TLSProfileError as exc:
+        raise TLSSetupError(str(exc)) from None
 
 
 def build_server_context(options: Options, config: ApfConfig) -> ssl.SSLContext | None:
