@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import libvirt
 
@@ -133,18 +134,17 @@ def delete_volume(vol: libvirt.virStorageVol) -> bool:
 
 
 def delete_by_name(pool: libvirt.virStoragePool, name: str) -> bool:
-    try:
-        vol = pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if is_missing(exc, "storage_vol"):
-            return False
-        raise
-    return delete_volume(vol)
+    return _delete_found(lambda: pool.storageVolLookupByName(name))
 
 
 def delete_by_path(conn: libvirt.virConnect, path: str) -> bool:
+    return _delete_found(lambda: conn.storageVolLookupByPath(path))
+
+
+def _delete_found(lookup: Callable[[], libvirt.virStorageVol]) -> bool:
+    """Delete the volume ``lookup`` finds; False when there is none."""
     try:
-        vol = conn.storageVolLookupByPath(path)
+        vol = lookup()
     except libvirt.libvirtError as exc:
         if is_missing(exc, "storage_vol"):
             return False
