@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from adaptor.cli import PROG, Loader, RunCommand, TextCommand, UsageError, parse_command
 from adaptor.logformat import JsonFormatter, TextFormatter
 from adaptor.server import Daemon, StartupError, prepare
-from protocols import aio, sdnotify
 from providers import registry
 from providers.base import ProviderError
-from providers.settings import describe
+from runtime import aio, sdnotify
+from runtime.settings import describe
 
 log = logging.getLogger("adaptor")
 

@@ -17,17 +17,13 @@ from typing import Any
 
 from adaptor.config import AdaptorSettings
 from providers import registry
-from providers.base import ConfigError
-from providers.settings import SettingsError, add_arguments, from_namespace
+from runtime.errors import UsageError
+from runtime.settings import SettingsError, add_arguments, from_namespace
 
 PROG = "cloud-api-adaptor"
 COMMIT = "unknown"  # replaced at image build time
 
 Loader = Callable[[str], ModuleType]
-
-
-class UsageError(Exception):
-    """Bad command line; the message is printed with the usage."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +94,7 @@ def parse_command(
             if any(a in ("-h", "--help", "-help") for a in rest):
                 return TextCommand(general_help())
             raise UsageError("no cloud provider given and CLOUD_PROVIDER is not set")
-    try:
-        module = loader(provider)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    module = loader(provider)
     parser = _parser(provider, module)
     try:
         namespace = parser.parse_args(rest)

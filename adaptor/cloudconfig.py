@@ -8,7 +8,7 @@ from adaptor import annotations as ann
 from adaptor.errors import InvalidRequest
 from adaptor.tls import ServerMaterial
 from protocols import apf, initdata, userdata
-from protocols.tlsprofile import TLSProfile
+from runtime.tlsprofile import TLSProfile
 
 
 def build_apf(

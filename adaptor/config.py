@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
-from providers.settings import setting
+from runtime.settings import setting
 
 DEFAULT_SOCKET = "/run/peerpod/hypervisor.sock"
 DEFAULT_PODS_DIR = "/run/peerpod/pods"

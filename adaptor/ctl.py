@@ -34,6 +34,7 @@ from protocols import initdata
 from protocols.kata import health_pb2, hypervisor_pb2
 from protocols.ttrpc import Client, Code, ConnectionClosed, TTRPCError
 from protocols.ttrpc.server import Message
+from runtime.errors import PeerPodsError
 
 PROG = "peerpodctl"
 HYPERVISOR = "hypervisor.Hypervisor"
@@ -47,7 +48,7 @@ Resp = TypeVar("Resp", bound=Message)
 T = TypeVar("T")
 
 
-class CtlError(Exception):
+class CtlError(PeerPodsError):
     """A failure to report to the user (one line, no traceback)."""
 
 

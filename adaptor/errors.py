@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from runtime.errors import PeerPodsError
 
-class AdaptorError(Exception):
+
+class AdaptorError(PeerPodsError):
     """Base of the errors the adaptor reports to the Kata shim."""
 
 

@@ -47,8 +47,6 @@ from adaptor.tls import AgentTLS
 from protocols import apf
 from providers.base import (
     NODE_TAG,
-    POD_NAME_TAG,
-    POD_NAMESPACE_TAG,
     SANDBOX_TAG,
     Instance,
     InstanceRequest,
@@ -56,6 +54,7 @@ from providers.base import (
     IPAddress,
     Provider,
     ProviderError,
+    adaptor_tags,
 )
 
 if TYPE_CHECKING:
@@ -334,12 +333,8 @@ class SandboxManager:
             pod_namespace=record.pod_namespace,
             user_data=record.user_data.encode(),
             spec=record.spec,
-            tags={
-                NODE_TAG: self._config.node_name,
-                SANDBOX_TAG: record.sandbox_id,
-                POD_NAME_TAG: record.pod_name,
-                POD_NAMESPACE_TAG: record.pod_namespace,
-            },
+            tags=adaptor_tags(self._config.node_name, record.sandbox_id, record.pod_name,
+                              record.pod_namespace),
         )
         task = asyncio.ensure_future(self._provider.create_instance(request))
         try:

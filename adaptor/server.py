@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
 from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir
-from adaptor.errors import AdaptorError, InvalidRequest
+from adaptor.errors import InvalidRequest
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
 from adaptor.metrics import InstrumentedProvider, Metrics
 from adaptor.network.base import WorkerNetwork
@@ -35,18 +35,15 @@ from adaptor.sweep import OrphanSweeper
 from adaptor.tls import AgentTLS
 from adaptor.tlsstate import TLSStateError
 from protocols.kata import hypervisor_pb2
-from protocols.tlsprofile import TLSProfileError, parse_profile
 from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
 from providers.base import ConfigError, Provider
+from runtime.errors import StartupError
+from runtime.tlsprofile import TLSProfileError, parse_profile
 
 log = logging.getLogger(__name__)
 
 PROBE_HOST = "127.0.0.1"
 HEALTH_TIMEOUT = 2.0
-
-
-class StartupError(AdaptorError):
-    """The daemon cannot start; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

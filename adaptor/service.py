@@ -31,6 +31,7 @@ from providers.base import (
     QuotaExceeded,
     Throttled,
 )
+from runtime.errors import PeerPodsError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ HYPERVISOR_SERVICE = "hypervisor.Hypervisor"
 PODVMINFO_SERVICE = "podvminfo.PodVMInfo"
 VERSION = "0.0.0"
 
-# Most specific first; the first matching class decides the code.
+# Most specific first; the first matching class decides the code. The last row covers the
+# rest of the project's tree (runtime.errors), such as a pod network that cannot be built.
 ERROR_CODES: tuple[tuple[type[BaseException], Code], ...] = (
     (SandboxNotFound, Code.NOT_FOUND),
     (SandboxExists, Code.ALREADY_EXISTS),
@@ -54,6 +56,7 @@ ERROR_CODES: tuple[tuple[type[BaseException], Code], ...] = (
     (ProviderError, Code.UNKNOWN),
     (StartFailed, Code.UNKNOWN),
     (AdaptorError, Code.UNKNOWN),
+    (PeerPodsError, Code.UNKNOWN),
 )
 
 

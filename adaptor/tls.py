@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adaptor.tlsstate import StoredPair, load_or_create
-from protocols.tlsprofile import (
+from runtime.tlsprofile import (
     DEFAULT_PROFILE,
     TLSProfile,
     TLSProfileError,

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from adaptor.errors import AdaptorError
 from adaptor.store import write_private
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class StoredPair:
     key_pem: str
 
 
-class TLSStateError(Exception):
+class TLSStateError(AdaptorError):
     """The stored material exists but cannot be used; the message says which file."""
 
 

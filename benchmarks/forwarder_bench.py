@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
 
 from protocols.kata import health_pb2
-from protocols.tlsprofile import client_context
 from protocols.ttrpc import Client
+from runtime.tlsprofile import client_context
 from tests.forwarder.apf.helpers import SERVER_NAME, FakeAgent, make_pki
 
 

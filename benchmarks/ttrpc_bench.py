@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from protocols import aio
 from protocols.kata import health_pb2
 from protocols.ttrpc import CallContext, Client, Method, Server
+from runtime import aio
 
 PEER = Path(__file__).resolve().parent.parent / "tests" / "interop" / "go" / "bin" / "ttrpc-peer"
 

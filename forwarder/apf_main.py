@@ -17,7 +17,7 @@ from importlib import metadata
 
 from forwarder.apf.daemon import Forwarder, StartupError, load_config
 from forwarder.apf.options import PROGRAM_NAME, Options, UsageError, parse_options, usage
-from protocols import aio
+from runtime import aio
 
 log = logging.getLogger("forwarder")
 

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from runtime.errors import FormatError
+
 __all__ = [
     "NEIGHBOR_STATES",
     "ROUTE_PROTOCOLS",
@@ -55,7 +57,7 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _MAX_VXLAN_ID = (1 << 24) - 1
 
 
-class ApfError(ValueError):
+class ApfError(FormatError):
     """``apf.json`` could not be parsed; ``key`` is the dotted path of the offending key."""
 
     def __init__(self, key: str, problem: str) -> None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from runtime.errors import FormatError
+
 #: The pod annotation that carries initdata (``base64(gzip(toml))`` from the user; the Kata
 #: shim hands the plain TOML to the adaptor under the same key).
 ANNOTATION = "io.katacontainers.config.hypervisor.cc_init_data"
@@ -50,7 +52,7 @@ version = "0.1.0"
 MAX_TOML_BYTES = 4 * 1024 * 1024
 
 
-class InitDataError(ValueError):
+class InitDataError(FormatError):
     """Initdata that cannot be decoded or parsed."""
 
 

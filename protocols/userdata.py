@@ -36,6 +36,8 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent, NodeEvent
 from yaml.nodes import MappingNode, Node
 
+from runtime.errors import FormatError
+
 PEERPOD_DIR = "/run/peerpod"
 APF_JSON_PATH = f"{PEERPOD_DIR}/apf.json"
 AUTH_JSON_PATH = f"{PEERPOD_DIR}/auth.json"
@@ -75,7 +77,7 @@ MAX_USER_DATA_BYTES = 1024 * 1024
 HEADER = "#cloud-config"
 
 
-class UserDataError(ValueError):
+class UserDataError(FormatError):
     """User-data that cannot be rendered faithfully or does not parse as our cloud-config."""
 
 

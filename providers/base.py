@@ -1,6 +1,6 @@
 """The Provider contract: value types, the protocol every cloud driver implements, errors.
 
-Providers import only this module (and ``providers.settings``) from the project, plus
+Providers import only this module (and ``runtime.settings``) from the project, plus
 their own cloud SDK. The adaptor talks to every cloud through :class:`Provider`.
 """
 
@@ -12,6 +12,8 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, runtime_checkable
 
+from runtime.errors import PeerPodsError
+
 IPAddress = IPv4Address | IPv6Address
 
 # Logical tag keys the adaptor puts on every instance it creates. A provider whose cloud
@@ -21,6 +23,19 @@ NODE_TAG = "peerpods-node"
 SANDBOX_TAG = "peerpods-sandbox"
 POD_NAME_TAG = "peerpods-pod-name"
 POD_NAMESPACE_TAG = "peerpods-pod-namespace"
+
+
+def adaptor_tags(
+    node_name: str, sandbox_id: str, pod_name: str, pod_namespace: str
+) -> dict[str, str]:
+    """The logical tags the adaptor puts on every instance it creates (the one place they
+    are built); ``list_instances`` finds them again by any subset."""
+    return {
+        NODE_TAG: node_name,
+        SANDBOX_TAG: sandbox_id,
+        POD_NAME_TAG: pod_name,
+        POD_NAMESPACE_TAG: pod_namespace,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,11 @@ class InstanceRequest:
     user_data: bytes
     spec: InstanceSpec = InstanceSpec()
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Which creation this is for the sandbox: 0 for the first, one more for each create after
+    # an earlier instance of the sandbox was deleted. Kept in the sandbox record, so that a
+    # retry of the same creation (after a restart) carries the same value. Providers with
+    # idempotency tokens derive them from (sandbox_id, attempt).
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +144,7 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ProviderError(Exception):
+class ProviderError(PeerPodsError):
     """Base of every error a provider raises. SDK exceptions never leave a provider."""
 
 

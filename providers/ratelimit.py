@@ -22,13 +22,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from providers.base import Throttled
+
 T = TypeVar("T")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class RateLimitTimeout(TimeoutError):
+class RateLimitTimeout(Throttled, TimeoutError):
     """Waiting for a token would pass the caller's deadline."""
 
 

@@ -1,7 +1,7 @@
 """Lazy name -> provider table. A provider's SDK loads only when that provider is chosen.
 
 Each provider package ``providers/<name>/`` exposes, without importing its cloud SDK:
-- ``Settings``: a frozen dataclass of ``providers.settings.setting`` fields;
+- ``Settings``: a frozen dataclass of ``runtime.settings.setting`` fields;
 - ``make_provider(settings, *, node_name: str) -> Provider``, which imports the SDK.
 """
 
@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from providers.base import ConfigError
+from runtime.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +41,11 @@ def load(name: str) -> ModuleType:
     """Import the provider package ``name`` (not its SDK)."""
     entry = PROVIDERS.get(name)
     if entry is None:
-        raise ConfigError(f"unknown cloud provider {name!r}; known: {', '.join(names())}")
+        raise UsageError(f"unknown cloud provider {name!r}; known: {', '.join(names())}")
     try:
         return importlib.import_module(entry.module)
     except ModuleNotFoundError as exc:
         if exc.name and entry.module.startswith(exc.name):
-            raise ConfigError(f"cloud provider {name!r} is not available in this build") from exc
+            raise UsageError(f"cloud provider {name!r} is not available in this build") from exc
         hint = f" (pip install 'peerpods[{entry.extra}]')" if entry.extra else ""
-        raise ConfigError(f"cloud provider {name!r} needs {exc.name}{hint}") from exc
+        raise UsageError(f"cloud provider {name!r} needs {exc.name}{hint}") from exc

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from adaptor.network.allocator import VxlanIdAllocator
 from adaptor.network.base import WorkerNetwork
-from adaptor.network.errors import WorkerNetworkError
 from adaptor.network.vxlan import NoTunnelWorkerNetwork, VxlanWorkerNetwork
+from podnetwork.errors import PodNetworkError
 
 __all__ = [
     "NoTunnelWorkerNetwork",
+    "PodNetworkError",
     "VxlanIdAllocator",
     "VxlanWorkerNetwork",
     "WorkerNetwork",
-    "WorkerNetworkError",
     "make_worker_network",
 ]
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 
+from podnetwork.errors import PodNetworkError
+
 MAX_VXLAN_ID = (1 << 24) - 1
 
 
-class VxlanIdExhausted(Exception):
+class VxlanIdExhausted(PodNetworkError):
     """Every id between the minimum and 2^24-1 is in use."""
 
 

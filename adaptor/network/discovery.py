@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adaptor.network import netlink
-from adaptor.network.errors import WorkerNetworkError
+from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
 
@@ -24,7 +24,7 @@ def read_host(host_netns: str | None, host_interface: str | None) -> HostEndpoin
         link = netlink.require_link(ipr, name, host_netns)
         addrs = netlink.addresses(ipr, link["index"])
         if not addrs:
-            raise WorkerNetworkError(
+            raise PodNetworkError(
                 f"host interface {name} has no IP address in {netlink.where(host_netns)}"
             )
         return HostEndpoint(
@@ -40,7 +40,7 @@ def read_pod(netns_path: str, tunnel_type: str) -> PodNetwork:
         default = netlink.primary_interface(ipr, netns_path)
         link = netlink.find_link(ipr, default.ifname) if default.ifname else None
         if link is None:
-            raise WorkerNetworkError(
+            raise PodNetworkError(
                 f"default route interface {default.ifname or f'#{default.index}'}"
                 f" not found in network namespace {netns_path}"
             )
@@ -48,7 +48,7 @@ def read_pod(netns_path: str, tunnel_type: str) -> PodNetwork:
         v4 = [a for a in netlink.addresses(ipr, index) if a.version == 4]
         if len(v4) != 1:
             found = ", ".join(str(a) for a in v4) or "none"
-            raise WorkerNetworkError(
+            raise PodNetworkError(
                 f"pod interface {default.ifname} in network namespace {netns_path} must have"
                 f" exactly one IPv4 address, found {len(v4)}: {found}"
             )

@@ -20,9 +20,9 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from adaptor.network.errors import WorkerNetworkError
+from podnetwork.errors import PodNetworkError
+from podnetwork.netns import NetnsError, iproute
 from protocols.apf import Neighbor, Route
-from protocols.netns import NetnsError, iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
@@ -36,12 +36,12 @@ SCOPE_NAMES = {0: "", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 def open_netns(path: str | None) -> Iterator[Any]:
     """A netlink socket in the namespace at ``path`` (``None``: this process's namespace).
 
-    Never creates a namespace: a missing path is a :class:`WorkerNetworkError`.
+    Never creates a namespace: a missing path is a :class:`PodNetworkError`.
     """
     try:
         ipr: Any = iproute(path)
     except NetnsError as exc:
-        raise WorkerNetworkError(str(exc)) from None
+        raise PodNetworkError(str(exc)) from None
     try:
         yield ipr
     finally:
@@ -102,7 +102,7 @@ def primary_interface(ipr: Any, path: str | None) -> DefaultRoute:
             )
         )
     if not candidates:
-        raise WorkerNetworkError(f"no IPv4 default route in {where(path)}")
+        raise PodNetworkError(f"no IPv4 default route in {where(path)}")
     lowest = min(c.priority for c in candidates)
     best: DefaultRoute | None = None
     for cand in (c for c in candidates if c.priority == lowest):
@@ -127,7 +127,7 @@ def find_link(ipr: Any, ifname: str) -> Any | None:
 def require_link(ipr: Any, ifname: str, path: str | None) -> Any:
     link = find_link(ipr, ifname)
     if link is None:
-        raise WorkerNetworkError(f"interface {ifname} not found in {where(path)}")
+        raise PodNetworkError(f"interface {ifname} not found in {where(path)}")
     return link
 
 
@@ -203,7 +203,7 @@ def create_vxlan(
     try:
         ipr.link("add", ifname=ifname, kind="vxlan", vxlan_id=vxlan_id, vxlan_port=port, **kwargs)
     except NetlinkError as exc:
-        raise WorkerNetworkError(
+        raise PodNetworkError(
             f"cannot create vxlan {ifname} (id {vxlan_id}, remote {remote}, port {port}):"
             f" {exc.args[-1] if exc.args else exc}"
         ) from None

@@ -8,7 +8,7 @@ once no filter is left on it.
 
 from __future__ import annotations
 
-from adaptor.network.commands import run, succeeds
+from podnetwork.commands import run, succeeds
 
 FILTER_PREF = "49152"
 

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from adaptor.network import iptables, netlink, tc
+from adaptor.network import netlink, tc
 from adaptor.network.allocator import VxlanIdAllocator, VxlanIdExhausted
 from adaptor.network.discovery import read_host, read_pod
-from adaptor.network.errors import WorkerNetworkError
+from podnetwork import notrack
+from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ T = TypeVar("T")
 def _translate(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except WorkerNetworkError:
+    except PodNetworkError:
         raise
     except NetlinkError as exc:
-        raise WorkerNetworkError(f"{what}: netlink error {exc.code}: {exc}") from None
+        raise PodNetworkError(f"{what}: netlink error {exc.code}: {exc}") from None
     except OSError as exc:
-        raise WorkerNetworkError(f"{what}: {exc}") from None
+        raise PodNetworkError(f"{what}: {exc}") from None
 
 
 async def _undoable(do: Callable[[], None], undo: Callable[[], None]) -> None:
@@ -90,7 +91,7 @@ class VxlanWorkerNetwork:
         try:
             vxlan_id = self.allocator.allocate(sandbox_id)
         except VxlanIdExhausted as exc:
-            raise WorkerNetworkError(str(exc)) from None
+            raise PodNetworkError(str(exc)) from None
         network = dataclasses.replace(
             network,
             vxlan_id=vxlan_id,
@@ -138,10 +139,10 @@ class VxlanWorkerNetwork:
         vm_ips: Sequence[IPv4Address | IPv6Address],
     ) -> IPv4Address | IPv6Address:
         if not network.vxlan_id or not network.vxlan_port:
-            raise WorkerNetworkError(f"sandbox {sandbox_id}: pod network has no vxlan id/port")
+            raise PodNetworkError(f"sandbox {sandbox_id}: pod network has no vxlan id/port")
         needed = 2 if network.dedicated else 1
         if len(vm_ips) < needed:
-            raise WorkerNetworkError(
+            raise PodNetworkError(
                 f"sandbox {sandbox_id}: the pod VM has {len(vm_ips)} IP address(es),"
                 f" the {'dedicated ' if network.dedicated else ''}tunnel needs {needed}"
             )
@@ -179,13 +180,13 @@ class VxlanWorkerNetwork:
             netlink.require_link(pod, pod_if, netns_path)
             existing = netlink.find_link(pod, POD_VXLAN_INTERFACE)
             if existing is not None and not _is_ours(existing, vni):
-                raise WorkerNetworkError(
+                raise PodNetworkError(
                     f"{POD_VXLAN_INTERFACE} already exists in network namespace {netns_path}"
                     " and is not this sandbox's tunnel"
                 )
             if existing is not None:  # left over from an earlier attempt
                 netlink.delete_link(pod, POD_VXLAN_INTERFACE)
-        iptables.add_notrack(remote, port, vni, netns=self.host_netns)
+        notrack.add_notrack(remote, port, vni, netns=self.host_netns)
         with netlink.open_netns(self.host_netns) as host:
             stale = netlink.find_link(host, temp)
             if stale is not None and _is_ours(stale, vni):
@@ -226,7 +227,7 @@ class VxlanWorkerNetwork:
                 stale = netlink.find_link(host, temp)
                 if stale is not None and _is_ours(stale, vni):
                     netlink.delete_link(host, temp)
-            iptables.remove_notrack(vni, netns=self.host_netns)
+            notrack.remove_notrack(vni, netns=self.host_netns)
 
         _translate(f"sandbox {sandbox_id}: vxlan teardown in {netns_path}", remove)
 

@@ -12,6 +12,7 @@ import random
 import ssl
 from dataclasses import dataclass
 
+from adaptor.errors import AdaptorError
 from protocols.ttrpc import Client
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ MAX_DELAY = 2.0
 ATTEMPT_TIMEOUT = 10.0  # one TCP connect + TLS handshake
 
 
-class DialTimeout(Exception):
+class DialTimeout(AdaptorError):
     """The forwarder did not answer before the deadline; carries the last failure."""
 
 

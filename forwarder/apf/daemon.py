@@ -20,16 +20,13 @@ from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
 from forwarder.apf.volumes import MountCheck
 from protocols.apf import ApfConfig, ApfError, PodNetwork, loads
-from protocols.sdnotify import NotifyError, notify
 from protocols.ttrpc import Server
+from runtime.errors import StartupError
+from runtime.sdnotify import NotifyError, notify
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
-
-
-class StartupError(Exception):
-    """The forwarder cannot start; the message says why and what to fix."""
 
 
 class PodNetworkHandle(Protocol):

@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from runtime.errors import UsageError
+
 DEFAULT_CONFIG_PATH = "/run/peerpod/apf.json"
 DEFAULT_LISTEN_ADDR = "0.0.0.0:15150"
 DEFAULT_KATA_AGENT_SOCKET = "/run/kata-containers/agent.sock"
 DEFAULT_POD_NAMESPACE = "/run/netns/podns"
 
 PROGRAM_NAME = "agent-protocol-forwarder"
-
-
-class UsageError(ValueError):
-    """The command line cannot be understood."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,13 @@ import ssl
 
 from forwarder.apf.options import Options
 from protocols.apf import ApfConfig
-from protocols.tlsprofile import TLSProfileError, parse_profile, read_pem, server_context
+from runtime.errors import ForwarderError
+from runtime.tlsprofile import TLSProfileError, parse_profile, read_pem, server_context
 
 log = logging.getLogger(__name__)
 
 
-class TLSSetupError(ValueError):
+class TLSSetupError(ForwarderError, ValueError):
     """TLS is on but the certificate material or the profile is missing or unusable."""
 
 

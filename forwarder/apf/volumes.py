@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from runtime.errors import ForwarderError
+
 log = logging.getLogger(__name__)
 
 VOLUME_TARGET_PATH_KEY = "io.confidentialcontainers.org.peerpodvolumes.target_path"
@@ -41,7 +43,7 @@ class MountView:
         return self.type == "bind" or any(opt in _BIND_OPTIONS for opt in self.options)
 
 
-class MountWaitTimeout(Exception):
+class MountWaitTimeout(ForwarderError):
     """A CSI target path was not mounted in time."""
 
     def __init__(self, path: str, waited: float) -> None:

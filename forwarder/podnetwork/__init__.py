@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from forwarder.podnetwork.errors import PodNetworkError
 from forwarder.podnetwork.setup import (
     DEFAULT_POD_NETNS,
     MAX_MTU,
     PodNetworkHandle,
     setup_pod_network,
 )
+from podnetwork.errors import PodNetworkError
 
 __all__ = [
     "DEFAULT_POD_NETNS",

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
-from forwarder.podnetwork.errors import PodNetworkError
-from protocols.netns import NetnsError, iproute
+from podnetwork.errors import PodNetworkError
+from podnetwork.netns import NetnsError, iproute
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1

@@ -18,9 +18,10 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from forwarder.podnetwork import iptables, links
-from forwarder.podnetwork.commands import run
-from forwarder.podnetwork.errors import PodNetworkError
+from forwarder.podnetwork import links
+from podnetwork import notrack
+from podnetwork.commands import run
+from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def _build(plan: _Plan) -> None:
                     f"interface {pod_if} already exists in {plan.pod_netns} and is not a vxlan"
                 )
             pod.link("del", index=existing)  # left over from an earlier run of the forwarder
-    iptables.add_notrack(plan.worker_ip, net.vxlan_port, net.vxlan_id, netns=plan.vm_netns)
+    notrack.add_notrack(plan.worker_ip, net.vxlan_port, net.vxlan_id, netns=plan.vm_netns)
     group = "vxlan_group6" if plan.worker_ip.version == 6 else "vxlan_group"
     with links.open_netns(plan.vm_netns) as vm:
         stale = links.find_index(vm, VM_VXLAN_INTERFACE)
@@ -309,6 +310,6 @@ def _teardown_sync(plan: _Plan, remove_netns: bool) -> None:
                 vm.link("del", index=index)
     except (OSError, NetlinkError) as exc:
         raise PodNetworkError(f"pod network teardown in {plan.pod_netns} failed: {exc}") from None
-    iptables.remove_notrack(net.vxlan_id, netns=plan.vm_netns)
+    notrack.remove_notrack(net.vxlan_id, netns=plan.vm_netns)
     if remove_netns and os.path.exists(plan.pod_netns):
         run(["ip", "netns", "delete", os.path.basename(plan.pod_netns)])

@@ -118,10 +118,10 @@ def translate(
     image_id: str | None = None,
 ) -> ProviderError:
     """Map a botocore (or rate limiter) exception to the project's error tree."""
-    if isinstance(exc, ProviderError):
-        return exc
     if isinstance(exc, RateLimitTimeout):
         return Throttled(f"EC2 {action}: client-side rate limit did not admit the call in time")
+    if isinstance(exc, ProviderError):
+        return exc
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = _message(exc)

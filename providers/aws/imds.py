@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from providers.base import ProviderError
+
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/latest/api/token"
@@ -23,7 +25,7 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_SECONDS = 21600
 
 
-class ImdsError(Exception):
+class ImdsError(ProviderError):
     """The IMDS could not be reached or did not have the value."""
 
 

@@ -10,7 +10,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from providers.aws.settings import AwsSettings
-from providers.base import SANDBOX_TAG, Instance, InstanceRequest, IPAddress
+from providers.base import SANDBOX_TAG, Instance, InstanceRequest, IPAddress, ProviderError
 
 MAX_INT32 = 2**31 - 1
 CLIENT_TOKEN_PREFIX = "peerpods-"
@@ -20,7 +20,7 @@ GONE_STATES = frozenset({"shutting-down", "terminated"})
 ALIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-class AddressNotReady(ValueError):
+class AddressNotReady(ProviderError):
     """RunInstances reported no usable private address for the instance."""
 
 

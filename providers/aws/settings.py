@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
-from providers.settings import setting
+from runtime.settings import setting
 
 DEFAULT_INSTANCE_TYPE = "m6a.large"
 DEFAULT_IMDS_URL = "http://169.254.169.254"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from providers.base import ConfigError
-from providers.settings import setting
+from runtime.settings import setting
 
 DEFAULT_URI = "qemu+ssh://root@192.168.122.1/system?no_verify=1"
 DEFAULT_FIRMWARE = "/usr/share/OVMF/OVMF_CODE_4M.fd"

@@ -25,7 +25,7 @@ _MISSING = ("Cannot find device", "No such file or directory", "does not exist",
             "Cannot open network namespace")
 
 
-class CommandError(ProviderError):
+class IpCommandError(ProviderError):
     def __init__(self, argv: Sequence[str], status: int, stderr: str) -> None:
         super().__init__(f"{' '.join(argv)} failed (status {status}): {stderr.strip()}")
         self.stderr = stderr
@@ -36,7 +36,7 @@ class CommandError(ProviderError):
 
 
 async def ip(*args: str) -> str:
-    """Run ``ip args...``; return stdout or raise :class:`CommandError`."""
+    """Run ``ip args...``; return stdout or raise :class:`IpCommandError`."""
     argv = ("ip", *args)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -44,17 +44,17 @@ async def ip(*args: str) -> str:
             stdin=asyncio.subprocess.DEVNULL,
         )
     except OSError as exc:
-        raise CommandError(argv, 127, str(exc)) from None
+        raise IpCommandError(argv, 127, str(exc)) from None
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise CommandError(argv, proc.returncode or 1, err.decode(errors="replace"))
+        raise IpCommandError(argv, proc.returncode or 1, err.decode(errors="replace"))
     return out.decode(errors="replace")
 
 
 async def _ip_quiet_if_missing(*args: str) -> None:
     try:
         await ip(*args)
-    except CommandError as exc:
+    except IpCommandError as exc:
         if not exc.missing:
             raise
 
@@ -63,7 +63,7 @@ async def ensure_bridge(bridge: str, gateway: IPv4Address, subnet: IPv4Network) 
     """Create the bridge with the gateway address if needed, and bring it up."""
     try:
         await ip("link", "show", "dev", bridge)
-    except CommandError as exc:
+    except IpCommandError as exc:
         if not exc.missing:
             raise
         await ip("link", "add", "name", bridge, "type", "bridge")
@@ -98,7 +98,7 @@ async def netns_pids(name: str) -> list[int]:
     """Processes living in namespace ``name`` (none when it does not exist)."""
     try:
         out = await ip("netns", "pids", name)
-    except CommandError as exc:
+    except IpCommandError as exc:
         if exc.missing:
             return []
         raise
@@ -119,7 +119,7 @@ async def exists(kind: str, name: str) -> bool:
         return any(line.split(" ", 1)[0] == name for line in out.splitlines())
     try:
         await ip("link", "show", "dev", name)
-    except CommandError as exc:
+    except IpCommandError as exc:
         if exc.missing:
             return False
         raise

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from providers.settings import setting
+from runtime.settings import setting
 
 DEFAULT_SUBNET = "192.168.251.0/24"
 DEFAULT_LOOPBACK_SUBNET = "127.0.0.0/24"

@@ -14,13 +14,12 @@ import pytest
 
 from adaptor.__main__ import main
 from adaptor.cli import RunCommand, TextCommand, UsageError, parse_command
-from providers.base import ConfigError
 from tests.fakes import provider as fake_provider
 
 
 def loader(name: str) -> ModuleType:
     if name != "fake":
-        raise ConfigError(f"unknown cloud provider {name!r}; known: fake")
+        raise UsageError(f"unknown cloud provider {name!r}; known: fake")
     return fake_provider
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import ssl
 
 from protocols import apf, userdata
-from protocols.tlsprofile import parse_profile, server_context
 from protocols.ttrpc import CallContext, Client, Server
+from runtime.tlsprofile import parse_profile, server_context
 
 
 def apf_from_user_data(user_data: str | bytes) -> apf.ApfConfig:

@@ -18,7 +18,7 @@ import aiohttp
 
 import providers.base as base
 from providers.base import Instance, InstanceRequest, InstanceTypeCatalogue, ProviderError
-from providers.settings import setting
+from runtime.settings import setting
 from tests.fakes.cloudapi import parse_created_at
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from adaptor.network.allocator import VxlanIdAllocator
-from adaptor.network.errors import WorkerNetworkError
+from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork, Route
 
 
@@ -26,7 +26,7 @@ class FakeWorkerNetwork:
     async def inspect(self, sandbox_id: str, netns_path: str) -> PodNetwork:
         self.calls.append(("inspect", sandbox_id))
         if not netns_path:
-            raise WorkerNetworkError("empty network namespace path")
+            raise PodNetworkError("empty network namespace path")
         vni = self.allocator.allocate(sandbox_id)
         return PodNetwork(
             tunnel_type="vxlan", pod_ip="10.244.1.5/24", pod_hw_addr="0a:58:0a:f4:01:05",
@@ -41,7 +41,7 @@ class FakeWorkerNetwork:
     ) -> None:
         self.calls.append(("setup", sandbox_id))
         if self.fail_setup:
-            raise WorkerNetworkError("injected tunnel setup failure")
+            raise PodNetworkError("injected tunnel setup failure")
         self.active[sandbox_id] = tuple(str(ip) for ip in vm_ips)
 
     async def teardown(self, sandbox_id: str, netns_path: str, network: PodNetwork) -> None:

@@ -23,7 +23,7 @@ from providers.base import (
     InstanceTypeCatalogue,
     ProviderUnavailable,
 )
-from providers.settings import setting
+from runtime.settings import setting
 
 Hook = Callable[[InstanceRequest, Instance], Awaitable[None]]
 

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from adaptor.network import WorkerNetworkError, make_worker_network
+from adaptor.network import PodNetworkError, make_worker_network
 from protocols.apf import ApfConfig, Neighbor, PodNetwork, Route, dumps
 from tests.netns import POD_GATEWAY, NetnsPool, build_worker_topology, sh
 
@@ -60,7 +60,7 @@ async def test_dedicated_host_interface(netns_pool: NetnsPool) -> None:
     assert network.worker_node_ip == "198.51.100.7/25"
     assert network.dedicated is True
     # a dedicated tunnel goes to the VM's second address
-    with pytest.raises(WorkerNetworkError, match="has 1 IP address"):
+    with pytest.raises(PodNetworkError, match="has 1 IP address"):
         await wn.setup("sb", topo.pods[0].pod.path, network, [IPv4Address("192.0.2.11")])
 
 
@@ -70,7 +70,7 @@ async def test_no_default_route(netns_pool: NetnsPool) -> None:
     pod.ip("route", "del", "default")
     wn = make_worker_network("vxlan", host_netns=topo.worker.path)
     with pytest.raises(
-        WorkerNetworkError, match=f"no IPv4 default route in network namespace {pod.path}"
+        PodNetworkError, match=f"no IPv4 default route in network namespace {pod.path}"
     ):
         await wn.inspect("sb", pod.path)
     # a failed inspect allocates nothing
@@ -82,7 +82,7 @@ async def test_two_ipv4_addresses(netns_pool: NetnsPool) -> None:
     pod = topo.pods[0].pod
     pod.ip("addr", "add", "10.244.1.77/24", "dev", "eth0")
     wn = make_worker_network("vxlan", host_netns=topo.worker.path)
-    with pytest.raises(WorkerNetworkError) as info:
+    with pytest.raises(PodNetworkError) as info:
         await wn.inspect("sb", pod.path)
     text = str(info.value)
     assert f"pod interface eth0 in network namespace {pod.path}" in text
@@ -95,7 +95,7 @@ async def test_no_ipv4_address(netns_pool: NetnsPool) -> None:
     pod.ip("addr", "flush", "dev", "eth0")  # drops the gateway route through eth0, too
     pod.ip("route", "add", "default", "dev", "eth0")
     wn = make_worker_network("vxlan", host_netns=topo.worker.path)
-    with pytest.raises(WorkerNetworkError, match=r"pod interface eth0 .* found 0: none"):
+    with pytest.raises(PodNetworkError, match=r"pod interface eth0 .* found 0: none"):
         await wn.inspect("sb", pod.path)
 
 
@@ -103,17 +103,17 @@ async def test_missing_interface_and_namespace(netns_pool: NetnsPool) -> None:
     topo = build_worker_topology(netns_pool, pods=1)
     wn = make_worker_network("vxlan", host_interface="nosuch0", host_netns=topo.worker.path)
     with pytest.raises(
-        WorkerNetworkError,
+        PodNetworkError,
         match=f"interface nosuch0 not found in network namespace {topo.worker.path}",
     ):
         await wn.inspect("sb", topo.pods[0].pod.path)
     wn = make_worker_network("vxlan", host_netns=topo.worker.path)
     missing = netns_pool.adopt("never").path
-    with pytest.raises(WorkerNetworkError, match=f"network namespace {missing} does not exist"):
+    with pytest.raises(PodNetworkError, match=f"network namespace {missing} does not exist"):
         await wn.inspect("sb", missing)
     assert not netns_pool.adopt("never").exists()  # reading never creates a namespace
     network = await wn.inspect("sb", topo.pods[0].pod.path)
-    with pytest.raises(WorkerNetworkError, match="does not exist"):
+    with pytest.raises(PodNetworkError, match="does not exist"):
         await wn.setup("sb", missing, network, [IPv4Address("192.0.2.11")])
 
 
@@ -124,12 +124,12 @@ async def test_half_built_tunnel_is_removed(netns_pool: NetnsPool) -> None:
     network = await wn.inspect("sb", pod.path)
     # the pod interface disappears between inspect and setup: fails after nothing was built
     pod.ip("link", "set", "eth0", "name", "eth9")
-    with pytest.raises(WorkerNetworkError, match="interface eth0 not found"):
+    with pytest.raises(PodNetworkError, match="interface eth0 not found"):
         await wn.setup("sb", pod.path, network, [IPv4Address("192.0.2.11")])
     pod.ip("link", "set", "eth9", "name", "eth0")
     # a foreign vxlan1 already exists in the pod netns: nothing of ours may be left behind
     pod.ip("link", "add", "vxlan1", "type", "bridge")
-    with pytest.raises(WorkerNetworkError, match=r"vxlan1 already exists .* not this sandbox's"):
+    with pytest.raises(PodNetworkError, match=r"vxlan1 already exists .* not this sandbox's"):
         await wn.setup("sb", pod.path, network, [IPv4Address("192.0.2.11")])
     assert "peerpod" not in topo.worker.run(["iptables", "-t", "raw", "-S"])
     assert "vxlan" not in topo.worker.ip("-d", "link", "show")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from protocols.kata import agent_pb2, health_pb2
-from protocols.tlsprofile import client_context
 from protocols.ttrpc import Client
+from runtime.tlsprofile import client_context
 from tests.forwarder.apf.helpers import SERVER_NAME, FakeAgent, Pki, wait_until
 
 

@@ -13,7 +13,7 @@ from forwarder.apf.options import Options, UsageError, parse_options
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
 from forwarder.apf_main import main
 from protocols.apf import ApfConfig, loads
-from protocols.tlsprofile import client_context
+from runtime.tlsprofile import client_context
 from tests.forwarder.apf.helpers import SERVER_NAME, Pki, issue_server_cert, make_ca
 
 

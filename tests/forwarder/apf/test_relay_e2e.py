@@ -13,8 +13,8 @@ from forwarder.apf.daemon import Forwarder
 from forwarder.apf.options import Options
 from protocols.apf import loads
 from protocols.kata import agent_pb2, health_pb2, oci_pb2
-from protocols.tlsprofile import client_context
 from protocols.ttrpc import Client, Code, ConnectionClosed, TTRPCError
+from runtime.tlsprofile import client_context
 from tests.forwarder.apf.helpers import SERVER_NAME, FakeAgent, Pki, wait_until
 
 POD_NETNS = "/run/netns/podns"

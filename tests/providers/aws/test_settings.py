@@ -11,7 +11,7 @@ import pytest
 from providers import registry
 from providers.aws import Settings, make_provider
 from providers.aws.settings import AwsSettings
-from providers.settings import SettingsError, describe, parse_settings
+from runtime.settings import SettingsError, describe, parse_settings
 
 REQUIRED = {"PODVM_AMI_ID": "ami-0abc"}
 

@@ -14,7 +14,7 @@ from providers.libvirt import Settings, capabilities, metadata
 from providers.libvirt.config import validate, validate_cpuset
 from providers.libvirt.domain import DomainConfig, LaunchSecurity, build_domain_xml, disk_paths
 from providers.libvirt.volume import GIB, VolumeNames, overlay_xml, root_capacity, volume_format
-from providers.settings import parse_settings
+from runtime.settings import parse_settings
 
 META = metadata.InstanceMetadata(
     tags={"peerpods-node": "n1", "peerpods-sandbox": "abc"},

@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
+from podnetwork.errors import PodNetworkError
+
 TIMEOUT = 30.0
 
 
-class CommandError(RuntimeError):
+class CommandError(PodNetworkError):
     """A command could not run, timed out or failed; the message names it and its stderr."""
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protocols.netns import iproute
+from podnetwork.netns import iproute
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 

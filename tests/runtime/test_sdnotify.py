@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.sdnotify import NotifyError, notify
+from runtime.sdnotify import NotifyError, notify
 
 
 @pytest.fixture

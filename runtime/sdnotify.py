@@ -11,10 +11,12 @@ import os
 import socket
 from collections.abc import Mapping
 
+from runtime.errors import PeerPodsError
+
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 
 
-class NotifyError(OSError):
+class NotifyError(PeerPodsError, OSError):
     """The notification could not be delivered to the socket named by ``NOTIFY_SOCKET``."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from podnetwork.errors import PodNetworkError
+
 CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 
@@ -49,7 +51,7 @@ def socket_in_netns(path: str, family: int, type_: int, proto: int = 0) -> socke
         os.close(own)
 
 
-class NetnsError(OSError):
+class NetnsError(PodNetworkError, OSError):
     """A network namespace is missing or cannot be entered; the message names it."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from runtime.errors import UsageError
+
 T = TypeVar("T")
 
 REDACTED = "***"
@@ -47,7 +49,7 @@ def setting(
     return dataclasses.field(default=default, metadata={"setting": spec})
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError):
     """A setting has a value that cannot be parsed, or a required one is missing."""
 
 

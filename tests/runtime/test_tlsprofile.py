@@ -1,4 +1,4 @@
-"""protocols.tlsprofile: profile validation and PEM-based SSL contexts, over real sockets."""
+"""runtime.tlsprofile: profile validation and PEM-based SSL contexts, over real sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ssl
 import pytest
 
 from adaptor.tls import AgentTLS, CertificateAuthority, new_client_certificate
-from protocols.tlsprofile import (
+from runtime.tlsprofile import (
     TLSProfile,
     TLSProfileError,
     client_context,

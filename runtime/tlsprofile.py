@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.errors import PeerPodsError
+
 VERSION_TLS12 = "VersionTLS12"
 VERSION_TLS13 = "VersionTLS13"
 
@@ -64,7 +66,7 @@ TLS13_CIPHER_SUITES = (
 )
 
 
-class TLSProfileError(ValueError):
+class TLSProfileError(PeerPodsError, ValueError):
     """The TLS profile (minimum version, cipher suites) or TLS material is invalid."""
 
 

@@ -5,7 +5,7 @@ Chains ``peerpod-OUTPUT`` (jumped to from ``OUTPUT``) and ``peerpod-PREROUTING``
 peer's address and the VXLAN port. Removal finds rules by that tag, so it works without
 knowing the peer address and never touches another tunnel's rules. A chain is removed once
 it is empty. The worker side and the pod VM side use the same rules (with each other's
-address as the peer). Failures raise :class:`protocols.netcmd.CommandError`.
+address as the peer). Failures raise :class:`podnetwork.commands.CommandError`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from protocols.netcmd import run, succeeds
+from podnetwork.commands import run, succeeds
 
 OUTPUT_CHAIN = "peerpod-OUTPUT"
 PREROUTING_CHAIN = "peerpod-PREROUTING"
