@@ -12,7 +12,7 @@ import pytest
 
 from adaptor.config import AdaptorSettings
 from providers import registry
-from providers.base import ConfigError
+from runtime.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -23,7 +23,7 @@ def _settings_classes() -> list[type]:
     for name in registry.names():
         try:
             classes.append(registry.load(name).Settings)
-        except ConfigError:
+        except UsageError:
             continue  # a provider not in this build
     return classes
 
