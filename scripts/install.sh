@@ -9,8 +9,11 @@
 #    Python dependency ships binary wheels for Linux x86-64 and arm64, so no compiler is
 #    needed.
 # 2. creates the virtual environment <repo>/.venv if it is missing (python3 -m venv);
-# 3. pip installs the project into it (editable, without cloud SDK extras: the embedded
-#    `local` provider needs none; add them later with .venv/bin/pip install -e '.[aws]').
+# 3. upgrades pip and setuptools in it, then installs the exact, hash-checked dependency
+#    versions of requirements/runtime.txt (pip --require-hashes) and the project itself,
+#    editable, without resolving anything more (--no-deps). No cloud SDK extras: the
+#    embedded `local` provider needs none; requirements/image.txt and requirements/test.txt
+#    lock the extras (pip install --require-hashes -r requirements/test.txt).
 #
 # Idempotent: running it again installs only what is missing.
 set -euo pipefail
@@ -52,9 +55,14 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "== virtual environment $venv"
     "$python" -m venv "$venv"
 fi
-echo "== pip install -e $repo"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$venv/bin/python" -m pip install -q -e "$repo"
+pip=("$venv/bin/python" -m pip install -q)
+echo "== pip install --require-hashes -r requirements/{bootstrap,runtime}.txt"
+"${pip[@]}" --require-hashes -r "$repo/requirements/bootstrap.txt"
+"${pip[@]}" --require-hashes -r "$repo/requirements/runtime.txt"
+echo "== pip install --no-deps -e $repo"
+# setuptools from bootstrap.txt builds it: no unpinned build environment is fetched
+"${pip[@]}" --no-deps --no-build-isolation -e "$repo"
 
 for tool in cloud-api-adaptor agent-protocol-forwarder process-user-data peerpodctl; do
     if [ ! -x "$venv/bin/$tool" ]; then

@@ -54,6 +54,11 @@ def find_volume(
     return None
 
 
+def qemu_owner(conn: libvirt.virConnect) -> volume.Owner | None:
+    """The user and group QEMU runs as on the host of ``conn``, when its capabilities say."""
+    return volume.qemu_owner(conn.getCapabilities())
+
+
 def create_overlay(
     conn: libvirt.virConnect,
     pool: libvirt.virStoragePool,
@@ -61,7 +66,7 @@ def create_overlay(
     base_name: str,
     root_disk_gib: int,
 ) -> str:
-    """Create the qcow2 root volume ``name`` over ``base_name``; return its path."""
+    """Create the private qcow2 root volume ``name`` over ``base_name``; return its path."""
     base = find_volume(conn, pool, base_name)
     if base is None:
         raise InvalidSpec(f"Error in creating volume: Can't retrieve volume {base_name}")
@@ -71,6 +76,7 @@ def create_overlay(
         volume.root_capacity(root_disk_gib, base_capacity),
         base.path(),
         volume.volume_format(base.XMLDesc(0)),
+        qemu_owner(conn),
     )
     return str(pool.createXML(xml, 0).path())
 
@@ -119,7 +125,8 @@ def stream_download(conn: libvirt.virConnect, vol: libvirt.virStorageVol) -> byt
 
 
 def create_raw(pool: libvirt.virStoragePool, name: str, size: int) -> libvirt.virStorageVol:
-    return pool.createXML(volume.raw_xml(name, size), 0)
+    """Create the private raw volume ``name`` (the config drive)."""
+    return pool.createXML(volume.raw_xml(name, size, qemu_owner(pool.connect())), 0)
 
 
 def delete_volume(vol: libvirt.virStorageVol) -> bool:
