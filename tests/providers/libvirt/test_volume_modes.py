@@ -46,7 +46,9 @@ def test_qemu_owner_is_the_dac_base_label() -> None:
         "<secmodel><model>dac</model><baselabel type='kvm'>+1:+1</baselabel>"
         "<baselabel type='qemu'>+2:+2</baselabel></secmodel>",  # labels disagree
         "<secmodel><model>dac</model><baselabel type='kvm'>qemu:kvm</baselabel></secmodel>",
-        "<secmodel><model>dac</model><baselabel type='kvm'>+١:+١</baselabel></secmodel>",
+        # digits, but not ASCII ones
+        "<secmodel><model>dac</model><baselabel type='kvm'>+\u0661:+\u0661</baselabel>"
+        "</secmodel>",
         "<secmodel><model>selinux</model>"
         "<baselabel type='kvm'>system_u:system_r:svirt_t:s0</baselabel></secmodel>",
     ],
