@@ -17,11 +17,12 @@ from datetime import timedelta
 import pytest
 
 from providers.base import SANDBOX_TAG, InvalidSpec, ProviderError
-from providers.libvirt import Settings, cidata
+from providers.libvirt import Settings, cidata, storage
 from providers.libvirt.provider import LibvirtProvider
 from providers.libvirt.storage import stream_download
 from tests.providers.libvirt.conftest import libvirt, make_request
 from tests.providers.libvirt.libvirtd import URI, Libvirtd
+from tests.providers.libvirt.test_volume_modes import disk_mode
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
 
@@ -70,6 +71,14 @@ async def test_pod_vm_boots_gets_a_lease_and_is_deleted(libvirtd: Libvirtd) -> N
         iso_vol = conn.storagePoolLookupByName(libvirtd.pool).storageVolLookupByName(
             f"{request.name}-cloudinit.iso"
         )
+        # both volumes are private on disk while the VM runs (mode 0600, QEMU's user)
+        root_vol = conn.storagePoolLookupByName(libvirtd.pool).storageVolLookupByName(
+            f"{request.name}-root.qcow2"
+        )
+        owner = storage.qemu_owner(conn)
+        assert owner is not None
+        for vol in (iso_vol, root_vol):
+            assert disk_mode(vol.path()) == (0o600, owner.uid, owner.gid)
         image = stream_download(conn, iso_vol)
         assert cidata.volume_id(image) == "cidata"
         assert cidata.read_iso(image) == {
