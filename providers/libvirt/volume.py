@@ -3,10 +3,11 @@
 Both volumes are private to the VM: the config drive carries its TLS key, ``auth.json`` and
 initdata, the overlay its root file system. They are created mode 0600, owned by the user
 QEMU runs as when the connection tells it: the DAC base label of libvirt's host capabilities
-(``+uid:+gid``, from ``user``/``group`` in the daemon's ``qemu.conf``). Where it does not
-(other security models, remote drivers that hide it) libvirt creates them as its own user,
-and its DAC driver hands them to QEMU's user while the domain runs (``dynamic_ownership``,
-on by default); with that setting off and QEMU not root, give the pool to QEMU's user.
+(``+uid:+gid``, from ``user``/``group`` in the daemon's ``qemu.conf``; the qemu driver always
+reports it). Where the capabilities name no such label (other drivers) libvirt creates them
+as its own user, and a DAC driver with ``dynamic_ownership`` (on by default) hands them to
+QEMU's user while the domain runs. Whether ``dynamic_ownership`` is on cannot be read over
+the connection; the explicit owner makes it irrelevant where the label is known.
 """
 
 from __future__ import annotations
