@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -11,8 +12,14 @@ from pathlib import Path
 from guest.addr import prepare_listen_path
 from protocols.ttrpc import Server
 
-LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
-          "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(level: str) -> None:
@@ -44,7 +51,9 @@ async def serve_unix(server: Server, path: Path) -> None:
         await wait_for_signal()
     finally:
         await server.shutdown()
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        _remove_socket(path)
+
+
+def _remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -33,8 +33,12 @@ log = logging.getLogger("attestation-agent")
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attestation-agent", description=__doc__.splitlines()[0])
-    p.add_argument("-a", "--attestation_sock", default=AA_SOCKET,
-                   help="ttrpc unix socket address (unix:// only)")
+    p.add_argument(
+        "-a",
+        "--attestation_sock",
+        default=AA_SOCKET,
+        help="ttrpc unix socket address (unix:// only)",
+    )
     p.add_argument("-c", "--config-file", help="AA configuration file (aa.toml)")
     p.add_argument("-i", "--initdata-digest", help="initdata digest to check (standard base64)")
     p.add_argument("-t", "--initdata-toml", help="initdata TOML file to check (wins over -i)")
@@ -45,8 +49,10 @@ def parser() -> argparse.ArgumentParser:
 def load_config(path: str | None) -> aa_config.AaConfig:
     if path is not None:
         return aa_config.load(Path(path))
-    log.info("No AA config file specified. Using default configuration and the kbs address "
-             "will be read from kernel cmdline.")
+    log.info(
+        "No AA config file specified. Using default configuration and the kbs address "
+        "will be read from kernel cmdline."
+    )
     return aa_config.from_kernel_cmdline(os.environ, aa_config.read_cmdline())
 
 

@@ -43,9 +43,7 @@ class AttestationAgentService:
             raise _internal("AA-KBC get evidence failed") from exc
         return pb.GetEvidenceResponse(Evidence=evidence)
 
-    async def get_token(
-        self, request: pb.GetTokenRequest, ctx: CallContext
-    ) -> pb.GetTokenResponse:
+    async def get_token(self, request: pb.GetTokenRequest, ctx: CallContext) -> pb.GetTokenResponse:
         try:
             token = await self.agent.get_token(request.TokenType)
         except GuestError as exc:

@@ -168,12 +168,12 @@ async def fetch_resource(
         if status == 401:
             log.warning(
                 "resource=%s: KBS refused the token (%s), attempt %d: attesting again",
-                uri, error_info(body), attempt,
+                uri,
+                error_info(body),
+                attempt,
             )
             continue
         if status == 404:
             raise ResourceNotFound(f"KBS resource Not Found (Error 404): {error_info(body)}")
         raise KbsError(f"KBS Server Internal Failed, status {status}: {error_info(body)}")
-    raise Unauthorized(
-        f"KBS answered 401 Unauthorized {GET_RESOURCE_ATTEMPTS} times for {uri}"
-    )
+    raise Unauthorized(f"KBS answered 401 Unauthorized {GET_RESOURCE_ATTEMPTS} times for {uri}")

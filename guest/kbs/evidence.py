@@ -24,7 +24,7 @@ def runtime_data_digest(
     algorithm: str, nonce: str, tee_pubkey: dict[str, Any], additional_evidence: str
 ) -> bytes:
     """Report data of the primary attester."""
-    value = {
+    value: dict[str, Any] = {
         "tee-pubkey": tee_pubkey,
         "nonce": nonce,
         "additional-evidence": additional_evidence,

@@ -62,5 +62,6 @@ def error_info(body: bytes) -> str:
     except (ValueError, UnicodeDecodeError):
         return repr(body[:200])
     if isinstance(info, dict):
-        return f"ErrorInformation {{ error_type: {info.get('type')!r}, detail: {info.get('detail')!r} }}"
+        kind, detail = info.get("type"), info.get("detail")
+        return f"ErrorInformation {{ error_type: {kind!r}, detail: {detail!r} }}"
     return repr(body[:200])

@@ -65,7 +65,9 @@ def attest_failed() -> KbsFailure:
 
 
 def auth_failed(reason: str) -> KbsFailure:
-    return KbsFailure("AttestationError", f"Attestation error: RCAR handshake Auth failed: {reason}")
+    return KbsFailure(
+        "AttestationError", f"Attestation error: RCAR handshake Auth failed: {reason}"
+    )
 
 
 @dataclass
@@ -145,15 +147,20 @@ class LoopbackKbs:
             raise auth_failed("deserialize Request") from exc
         if version != "0.4.0":
             raise auth_failed(
-                f"KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is {version}"
+                "KBS Client Protocol Version Mismatch: "
+                f"expect =0.4.0 while the request is {version}"
             )
         session = Session(
-            uuid.uuid4().hex, tee, base64.b64encode(os.urandom(32)).decode(),
+            uuid.uuid4().hex,
+            tee,
+            base64.b64encode(os.urandom(32)).decode(),
             time.time() + self.state.session_timeout,
         )
         self.state.sessions[session.id] = session
         response = web.json_response({"nonce": session.nonce, "extra-params": ""})
-        response.headers["Set-Cookie"] = f"{COOKIE}={session.id}; Expires={_http_date(session.expires)}"
+        response.headers["Set-Cookie"] = (
+            f"{COOKIE}={session.id}; Expires={_http_date(session.expires)}"
+        )
         return response
 
     def attest(self, body: bytes, request: web.Request) -> web.Response:
@@ -181,30 +188,46 @@ class LoopbackKbs:
             claims = self._verify_sample(session, runtime, primary, additional, init_data)
             session.token = self._sign(claims)
         response = web.json_response({"token": session.token})
-        response.headers["Set-Cookie"] = f"{COOKIE}={session.id}; Expires={_http_date(session.expires)}"
+        response.headers["Set-Cookie"] = (
+            f"{COOKIE}={session.id}; Expires={_http_date(session.expires)}"
+        )
         return response
 
     def _verify_sample(
-        self, session: Session, runtime: dict[str, Any], primary: Any, additional: str,
+        self,
+        session: Session,
+        runtime: dict[str, Any],
+        primary: Any,
+        additional: str,
         init_data: dict[str, Any] | None,
     ) -> dict[str, Any]:
         if session.tee != "sample" or not isinstance(primary, dict):
             raise attest_failed()
-        expected = hashlib.sha384(rfc8785.dumps({
-            "tee-pubkey": runtime["tee-pubkey"], "nonce": session.nonce,
-            "additional-evidence": additional,
-        })).digest()
+        expected = hashlib.sha384(
+            rfc8785.dumps(
+                {
+                    "tee-pubkey": runtime["tee-pubkey"],
+                    "nonce": session.nonce,
+                    "additional-evidence": additional,
+                }
+            )
+        ).digest()
         try:
             report_data = base64.b64decode(primary["report_data"], validate=True)
         except (KeyError, TypeError, binascii.Error) as exc:
             raise attest_failed() from exc
         if report_data != expected:
             raise attest_failed()
-        sample = {"svn": primary.get("svn"), "report_data": primary["report_data"],
-                  "launch_digest": "abcde", "platform_version": {"major": 1, "minor": 4},
-                  "debug": False}
+        sample = {
+            "svn": primary.get("svn"),
+            "report_data": primary["report_data"],
+            "launch_digest": "abcde",
+            "platform_version": {"major": 1, "minor": 4},
+            "debug": False,
+        }
         annotated: dict[str, Any] = {
-            "sample": sample, "report_data": primary["report_data"],
+            "sample": sample,
+            "report_data": primary["report_data"],
             "runtime_data_claims": {"nonce": session.nonce, "tee-pubkey": runtime["tee-pubkey"]},
         }
         if init_data is not None:
@@ -213,16 +236,21 @@ class LoopbackKbs:
         now = int(time.time())
         return {
             "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
-            "iat": now, "exp": now + int(self.state.token_duration),
+            "iat": now,
+            "exp": now + int(self.state.token_duration),
             "iss": "CoCo-Attestation-Service",
-            "ear.verifier-id": {"developer": "https://confidentialcontainers.org",
-                                "build": "attestation-service loopback"},
-            "submods": {"cpu0": {
-                "ear.status": "affirming",
-                "ear.trustworthiness-vector": {},
-                "ear.appraisal-policy-id": "default",
-                "ear.veraison.annotated-evidence": annotated,
-            }},
+            "ear.verifier-id": {
+                "developer": "https://confidentialcontainers.org",
+                "build": "attestation-service loopback",
+            },
+            "submods": {
+                "cpu0": {
+                    "ear.status": "affirming",
+                    "ear.trustworthiness-vector": {},
+                    "ear.appraisal-policy-id": "default",
+                    "ear.veraison.annotated-evidence": annotated,
+                }
+            },
         }
 
     def _sign(self, claims: dict[str, Any]) -> str:
@@ -259,7 +287,7 @@ class LoopbackKbs:
             token = session.token
         auth = request.headers.get("Authorization", "")
         if token is None and auth.startswith("Bearer "):
-            token = auth[len("Bearer "):]
+            token = auth[len("Bearer ") :]
         if token is None:
             raise KbsFailure("TokenNotFound", "Attestation Token not found")
         try:

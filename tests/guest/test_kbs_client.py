@@ -55,7 +55,9 @@ async def test_resource_with_each_tee_key_algorithm(
     assert await rcar.get_resource(KEY1_URI) == KEY1
     assert (kbs.state.auth_count, kbs.state.attest_count) == (1, 1)
     token, key = await rcar.get_token()
-    assert token.claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["sample"]["svn"] == "1"
+    assert (
+        token.claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["sample"]["svn"] == "1"
+    )
     assert key.algorithm == algorithm
 
 
@@ -63,7 +65,9 @@ async def test_handshake_wire_shape(kbs: LoopbackKbs, session: aiohttp.ClientSes
     """The /auth body and the cookie, byte for byte where it matters."""
     sent: list[Any] = []
 
-    async def spy(sess: aiohttp.ClientSession, ctx: Any, params: aiohttp.TraceRequestChunkSentParams) -> None:
+    async def spy(
+        sess: aiohttp.ClientSession, ctx: Any, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
         sent.append(json.loads(params.chunk))
 
     trace = aiohttp.TraceConfig()
@@ -108,7 +112,9 @@ async def test_token_is_cached_until_shortly_before_exp(
     assert kbs.state.attest_count == 3
 
 
-async def test_default_policy_denies_sample(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
+async def test_default_policy_denies_sample(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
     kbs.state.policy = DEFAULT_POLICY
     rcar = client(kbs, session)
     with pytest.raises(Unauthorized):
@@ -117,7 +123,9 @@ async def test_default_policy_denies_sample(kbs: LoopbackKbs, session: aiohttp.C
     assert kbs.state.attest_count == 3
 
 
-async def test_401_succeeds_after_reattesting(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
+async def test_401_succeeds_after_reattesting(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
     rcar = client(kbs, session)
     token, _ = await rcar.get_token()
     kbs.state.revoked.add(token.content)  # the KBS stops honouring the cached token
@@ -128,9 +136,9 @@ async def test_401_succeeds_after_reattesting(kbs: LoopbackKbs, session: aiohttp
 
 
 async def test_wrong_nonce_is_refused(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
-    async with session.post(f"{kbs.url}/kbs/v0/auth", json={
-        "version": "0.4.0", "tee": "sample", "extra-params": ""
-    }) as response:
+    async with session.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""}
+    ) as response:
         assert response.status == 200
         challenge = await response.json()
         assert challenge["extra-params"] == ""
@@ -139,10 +147,14 @@ async def test_wrong_nonce_is_refused(kbs: LoopbackKbs, session: aiohttp.ClientS
         assert len(cookie.value) == 32 and int(cookie.value, 16) >= 0
     attestation = {
         "init-data": None,
-        "runtime-data": {"nonce": base64.b64encode(bytes(32)).decode(),
-                         "tee-pubkey": TeeKeyPair.generate().public_key()},
-        "tee-evidence": {"primary_evidence": {"svn": "1", "report_data": ""},
-                         "additional_evidence": ""},
+        "runtime-data": {
+            "nonce": base64.b64encode(bytes(32)).decode(),
+            "tee-pubkey": TeeKeyPair.generate().public_key(),
+        },
+        "tee-evidence": {
+            "primary_evidence": {"svn": "1", "report_data": ""},
+            "additional_evidence": "",
+        },
     }
     async with session.post(f"{kbs.url}/kbs/v0/attest", json=attestation) as response:
         assert response.status == 401
@@ -152,7 +164,9 @@ async def test_wrong_nonce_is_refused(kbs: LoopbackKbs, session: aiohttp.ClientS
         }
 
 
-async def test_report_data_binding_is_checked(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
+async def test_report_data_binding_is_checked(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
     class Lying(SampleEvidence):
         async def primary_evidence(self, report_data: bytes) -> Any:
             return await super().primary_evidence(bytes(48))
@@ -172,9 +186,9 @@ async def test_expired_session_is_refused(kbs: LoopbackKbs, session: aiohttp.Cli
 async def test_session_expired_at_the_kbs_is_refused_and_dropped(
     kbs: LoopbackKbs, session: aiohttp.ClientSession
 ) -> None:
-    async with session.post(f"{kbs.url}/kbs/v0/auth", json={
-        "version": "0.4.0", "tee": "sample", "extra-params": ""
-    }) as response:
+    async with session.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""}
+    ) as response:
         challenge = await response.json()
     for record in kbs.state.sessions.values():
         record.expires = time.time() - 1  # the cookie is still in the client's jar
@@ -190,16 +204,20 @@ async def test_session_expired_at_the_kbs_is_refused_and_dropped(
     assert kbs.state.sessions == {}
 
 
-async def test_old_protocol_version_is_refused(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
-    async with session.post(f"{kbs.url}/kbs/v0/auth", json={
-        "version": "0.1.1", "tee": "sample", "extra-params": ""
-    }) as response:
+async def test_old_protocol_version_is_refused(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.1.1", "tee": "sample", "extra-params": ""}
+    ) as response:
         assert response.status == 401
         body = json.loads(await response.read())
     assert body["detail"].endswith("expect =0.4.0 while the request is 0.1.1")
 
 
-async def test_tampered_tag_does_not_decrypt(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
+async def test_tampered_tag_does_not_decrypt(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
     kbs.state.tamper_tag = True
     with pytest.raises(ResponseError, match="JWE decryption failed"):
         await client(kbs, session).get_resource(KEY1_URI)
@@ -217,7 +235,9 @@ async def test_wrong_key_does_not_decrypt(kbs: LoopbackKbs, session: aiohttp.Cli
         await fetch_resource(session, kbs.url, KEY1_URI, credentials)
 
 
-async def test_oversized_response_is_refused(kbs: LoopbackKbs, session: aiohttp.ClientSession) -> None:
+async def test_oversized_response_is_refused(
+    kbs: LoopbackKbs, session: aiohttp.ClientSession
+) -> None:
     rcar = client(kbs, session)
     await rcar.get_token()
     kbs.state.pad_response = 4096
@@ -268,7 +288,11 @@ def test_resource_uri_refuses_traversal_and_bad_shapes(uri: str) -> None:
 
 def test_resource_uri_forms() -> None:
     uri = ResourceUri.parse("kbs://1.2.3.4:8080/default/key/key1")
-    assert (uri.kbs_addr, uri.plugin, uri.resource_path()) == ("1.2.3.4:8080", "resource", "default/key/key1")
+    assert (uri.kbs_addr, uri.plugin, uri.resource_path()) == (
+        "1.2.3.4:8080",
+        "resource",
+        "default/key/key1",
+    )
     plugin = ResourceUri.parse("kbs+pkcs11:///a/b?x=1")
     assert (plugin.plugin, plugin.resource_path(), plugin.query) == ("pkcs11", "a/b", "x=1")
     assert str(plugin) == "kbs+pkcs11:///a/b?x=1"
@@ -278,7 +302,11 @@ def test_pem_round_trip_and_no_secret_in_repr() -> None:
     for algorithm in (P256, P521, RSA_OAEP_256):
         key = TeeKeyPair.generate(algorithm)
         pem = key.to_pem()
-        header = "-----BEGIN RSA PRIVATE KEY-----" if algorithm == RSA_OAEP_256 else "-----BEGIN PRIVATE KEY-----"
+        header = (
+            "-----BEGIN RSA PRIVATE KEY-----"
+            if algorithm == RSA_OAEP_256
+            else "-----BEGIN PRIVATE KEY-----"
+        )
         assert pem.startswith(header)
         again = TeeKeyPair.from_pem(pem)
         assert again.algorithm == algorithm

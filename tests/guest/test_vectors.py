@@ -50,22 +50,66 @@ def test_selected_hash_defaults_to_sha384() -> None:
 
 def test_concat_kdf_matches_rfc7518_appendix_c() -> None:
     """RFC 7518 Appendix C (ECDH-ES, A128GCM) checks the test JWE builder's KDF."""
-    z = bytes([
-        158, 86, 217, 29, 129, 113, 53, 211, 114, 131, 66, 131, 191, 132, 38, 156,
-        251, 49, 110, 163, 218, 128, 106, 72, 246, 218, 167, 121, 140, 254, 144, 196,
-    ])
+    z = bytes(
+        [
+            158,
+            86,
+            217,
+            29,
+            129,
+            113,
+            53,
+            211,
+            114,
+            131,
+            66,
+            131,
+            191,
+            132,
+            38,
+            156,
+            251,
+            49,
+            110,
+            163,
+            218,
+            128,
+            106,
+            72,
+            246,
+            218,
+            167,
+            121,
+            140,
+            254,
+            144,
+            196,
+        ]
+    )
     info_alg = "A128GCM"
     # the appendix uses apu "Alice" and apv "Bob"; rebuild that variant inline
     import struct
+
     info = (
-        struct.pack(">I", len(info_alg)) + info_alg.encode()
-        + struct.pack(">I", 5) + b"Alice" + struct.pack(">I", 3) + b"Bob"
+        struct.pack(">I", len(info_alg))
+        + info_alg.encode()
+        + struct.pack(">I", 5)
+        + b"Alice"
+        + struct.pack(">I", 3)
+        + b"Bob"
         + struct.pack(">I", 128)
     )
     derived = hashlib.sha256(struct.pack(">I", 1) + z + info).digest()[:16]
     assert trustee_jwe.b64url(derived) == "VqqN6vgjbSBcIijNcacQGg"
     # and the builder's own (empty apu/apv) layout differs only in those fields
-    assert trustee_jwe.concat_kdf(z, "ECDH-ES+A256KW") == hashlib.sha256(
-        struct.pack(">I", 1) + z + struct.pack(">I", 14) + b"ECDH-ES+A256KW"
-        + bytes(8) + struct.pack(">I", 256)
-    ).digest()
+    assert (
+        trustee_jwe.concat_kdf(z, "ECDH-ES+A256KW")
+        == hashlib.sha256(
+            struct.pack(">I", 1)
+            + z
+            + struct.pack(">I", 14)
+            + b"ECDH-ES+A256KW"
+            + bytes(8)
+            + struct.pack(">I", 256)
+        ).digest()
+    )

@@ -36,8 +36,11 @@ def unb64url(text: str) -> bytes:
 def concat_kdf(z: bytes, alg: str, bits: int = 256) -> bytes:
     """RFC 7518 §4.6.2 Concat KDF, SHA-256, apu/apv empty; one round for 256 bits."""
     info = (
-        struct.pack(">I", len(alg)) + alg.encode()
-        + struct.pack(">I", 0) + struct.pack(">I", 0) + struct.pack(">I", bits)
+        struct.pack(">I", len(alg))
+        + alg.encode()
+        + struct.pack(">I", 0)
+        + struct.pack(">I", 0)
+        + struct.pack(">I", bits)
     )
     return hashlib.sha256(struct.pack(">I", 1) + z + info).digest()[: bits // 8]
 
@@ -69,7 +72,9 @@ def build(tee_pubkey: dict[str, Any], plaintext: bytes) -> dict[str, str]:
         n = int.from_bytes(unb64url(tee_pubkey["n"]), "big")
         e = int.from_bytes(unb64url(tee_pubkey["e"]), "big")
         public = rsa.RSAPublicNumbers(e, n).public_key()
-        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        oaep = padding.OAEP(
+            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+        )
         encrypted_key = public.encrypt(cek, oaep)
         header = {"alg": "RSA-OAEP-256", "enc": "A256GCM"}
     protected = b64url(_compact(header).encode())
