@@ -44,9 +44,11 @@ def _exists(sysroot: Path, path: Path) -> bool:
     return (sysroot / path.relative_to("/")).exists()
 
 
-def make_attester(forced: str = AUTO, *, tsm: TsmReports | None = None) -> Attester:
+def make_attester(
+    forced: str = AUTO, *, tsm: TsmReports | None = None, sysroot: Path = Path("/")
+) -> Attester:
     tsm = tsm or TsmReports()
-    tee = detect_tee(tsm) if forced == AUTO else forced
+    tee = detect_tee(tsm, sysroot=sysroot) if forced == AUTO else forced
     if tee == TDX:
         return TdxAttester(tsm)
     if tee == SAMPLE:
