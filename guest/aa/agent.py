@@ -67,10 +67,11 @@ class AttestationAgent:
         log.info("No additional attesters configured, returning empty evidence.")
         return b""
 
-    async def get_token(self, token_type: str) -> bytes:
+    async def get_token(self, token_type: str, *, renew: bool = False) -> bytes:
+        """``renew`` skips the cache (a caller whose cached token the KBS refused)."""
         if token_type == KBS:
             client = await self._kbs_client()
-            token, tee_key = await client.get_token()
+            token, tee_key = await client.get_token(renew)
             message = {"token": token.content, "tee_keypair": tee_key.to_pem()}
             return json.dumps(message, separators=(",", ":")).encode()
         if token_type == COCO_AS:

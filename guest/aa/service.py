@@ -13,6 +13,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "attestation_agent.AttestationAgentService"
 AGENT_NAME = "attestation-agent"
+# ttrpc metadata a GetToken caller sets when the KBS refused the token it got before; the
+# agent then attests again instead of answering from its cache (upstream always attests)
+TOKEN_RENEW_METADATA = "token-renew"
 
 
 def _internal(what: str) -> TTRPCError:
@@ -45,7 +48,8 @@ class AttestationAgentService:
 
     async def get_token(self, request: pb.GetTokenRequest, ctx: CallContext) -> pb.GetTokenResponse:
         try:
-            token = await self.agent.get_token(request.TokenType)
+            renew = ctx.metadata_value(TOKEN_RENEW_METADATA) == "1"
+            token = await self.agent.get_token(request.TokenType, renew=renew)
         except GuestError as exc:
             log.error("AA (ttrpc): get token failed: %s", exc)
             raise _internal("AA-KBC get token failed") from exc
