@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from guest.cdh.hub import Hub
+from guest.cdh.sealed import SealedSecrets
 from guest.errors import GuestError
 from protocols.kata import confidential_data_hub_pb2 as pb
 from protocols.ttrpc import CallContext, Code, Method, Server, TTRPCError
@@ -17,8 +18,11 @@ def _internal(what: str) -> TTRPCError:
 
 
 class CdhServices:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, sealed: SealedSecrets | None = None) -> None:
         self.hub = hub
+        self.sealed = sealed or SealedSecrets(
+            hub.get_resource, skip_verification=hub.config.skip_sealed_secret_verification
+        )
 
     async def get_resource(
         self, request: pb.GetResourceRequest, ctx: CallContext
@@ -33,7 +37,12 @@ class CdhServices:
     async def unseal_secret(
         self, request: pb.UnsealSecretInput, ctx: CallContext
     ) -> pb.UnsealSecretOutput:
-        raise TTRPCError(Code.UNIMPLEMENTED, "[CDH] [ERROR]: UnsealSecret is not implemented")
+        try:
+            plaintext = await self.sealed.unseal(request.secret)
+        except GuestError as exc:
+            log.error("[ttRPC CDH] UnsealSecret: %s", exc)
+            raise _internal("Unseal Secret failed") from exc
+        return pb.UnsealSecretOutput(plaintext=plaintext)
 
     async def secure_mount(
         self, request: pb.SecureMountRequest, ctx: CallContext
