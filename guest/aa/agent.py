@@ -70,7 +70,7 @@ class AttestationAgent:
     async def get_token(self, token_type: str, *, renew: bool = False) -> bytes:
         """``renew`` skips the cache (a caller whose cached token the KBS refused)."""
         if token_type == KBS:
-            client = await self._kbs_client()
+            client = await self.kbs_client()
             token, tee_key = await client.get_token(renew)
             message = {"token": token.content, "tee_keypair": tee_key.to_pem()}
             return json.dumps(message, separators=(",", ":")).encode()
@@ -78,7 +78,7 @@ class AttestationAgent:
             raise GuestError("coco_as tokens are not supported by this attestation-agent")
         raise GuestConfigError(f"Unsupported token type {token_type!r}")
 
-    async def _kbs_client(self) -> RcarClient:
+    async def kbs_client(self) -> RcarClient:
         async with self._lock:
             if self._kbs is None:
                 kbs = self.config.kbs

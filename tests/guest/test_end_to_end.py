@@ -3,6 +3,7 @@ upstream's flags -> HTTP on api-server-rest -> CDH -> AA -> loopback Trustee KBS
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from guest.kbs.keys import TeeKeyPair
 from guest.kbs.token import Token
 from protocols import initdata
 from tests.guest.conftest import KEY1
-from tests.guest.daemons import Daemons, free_port, run_daemons
+from tests.guest.daemons import BIN, Daemons, free_port, run_daemons
 from tests.guest.kbs_server import DEFAULT_POLICY, LoopbackKbs
 
 
@@ -82,3 +83,37 @@ async def test_resource_and_token_over_http(
     for secret in (KEY1.hex(), message["token"], message["tee_keypair"].splitlines()[1]):
         assert secret not in logs
     assert not re.search(re.escape(repr(KEY1)[2:-1]), logs)
+
+
+async def guest_debug(*args: str) -> tuple[int, bytes, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "guest-debug"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
+async def test_debugging_cli(daemons: Daemons, kbs: LoopbackKbs) -> None:
+    code, out, err = await guest_debug("token", "--aa", f"unix://{daemons.aa_socket}")
+    assert code == 0, err
+    claims = json.loads(out)
+    assert claims["iss"] == "CoCo-Attestation-Service" and "submods" in claims
+    code, out, err = await guest_debug(
+        "resource", "kbs:///default/key/key1", "--cdh", f"unix://{daemons.cdh_socket}"
+    )
+    assert (code, out) == (0, KEY1), err
+    code, out, err = await guest_debug(
+        "resource", "kbs:///default/key/key1", "--kbs", kbs.url, "--tee", "sample"
+    )
+    assert (code, out) == (0, KEY1), err
+    code, out, err = await guest_debug("attest", "--kbs", kbs.url, "--tee", "sample")
+    assert code == 0, err
+    assert "sample" in json.loads(out)["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    code, out, err = await guest_debug(
+        "resource", "kbs:///default/../key1", "--cdh", f"unix://{daemons.cdh_socket}"
+    )
+    assert code == 1 and b"Get Resource failed" in err
