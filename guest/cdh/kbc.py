@@ -51,6 +51,8 @@ class AaTokenSource:
     def __init__(self, aa_socket_path: Path) -> None:
         self.path = aa_socket_path
         self._client: Client | None = None
+        # the AA hands out the same key pair while its token is cached: parse the PEM once
+        self._key: tuple[str, TeeKeyPair] | None = None
 
     async def __call__(self, renew: bool) -> tuple[Token, TeeKeyPair]:
         request = aa_pb.GetTokenRequest(TokenType="kbs")
@@ -69,9 +71,14 @@ class AaTokenSource:
             raise KbsError(f"Attestation Agent client error: get token failed: {exc}") from exc
         try:
             message = json.loads(reply.Token)
-            return Token.parse(message["token"]), TeeKeyPair.from_pem(message["tee_keypair"])
+            token, pem = Token.parse(message["token"]), message["tee_keypair"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ResponseError("AA GetToken reply is not {token, tee_keypair}") from exc
+        if not isinstance(pem, str):
+            raise ResponseError("AA GetToken reply: tee_keypair is not a PEM string")
+        if self._key is None or self._key[0] != pem:
+            self._key = (pem, TeeKeyPair.from_pem(pem))
+        return token, self._key[1]
 
     async def _connect(self) -> Client:
         if self._client is None or self._client.closed:
