@@ -6,6 +6,7 @@ import logging
 
 from guest.cdh.hub import Hub
 from guest.cdh.sealed import SealedSecrets
+from guest.cdh.secure_mount import SecureMounter
 from guest.errors import GuestError
 from protocols.kata import confidential_data_hub_pb2 as pb
 from protocols.ttrpc import CallContext, Code, Method, Server, TTRPCError
@@ -18,11 +19,17 @@ def _internal(what: str) -> TTRPCError:
 
 
 class CdhServices:
-    def __init__(self, hub: Hub, sealed: SealedSecrets | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        sealed: SealedSecrets | None = None,
+        mounter: SecureMounter | None = None,
+    ) -> None:
         self.hub = hub
         self.sealed = sealed or SealedSecrets(
             hub.get_resource, skip_verification=hub.config.skip_sealed_secret_verification
         )
+        self.mounter = mounter or SecureMounter(hub.get_resource, self.sealed.unseal)
 
     async def get_resource(
         self, request: pb.GetResourceRequest, ctx: CallContext
@@ -47,7 +54,17 @@ class CdhServices:
     async def secure_mount(
         self, request: pb.SecureMountRequest, ctx: CallContext
     ) -> pb.SecureMountResponse:
-        raise TTRPCError(Code.UNIMPLEMENTED, "[CDH] [ERROR]: SecureMount is not implemented")
+        try:
+            await self.mounter.secure_mount(
+                request.volume_type,
+                dict(request.options),
+                list(request.flags),
+                request.mount_point,
+            )
+        except (GuestError, OSError) as exc:
+            log.error("[ttRPC CDH] SecureMount %s: %s", request.mount_point, exc)
+            raise _internal("Secure Mount failed") from exc
+        return pb.SecureMountResponse()
 
     async def pull_image(
         self, request: pb.ImagePullRequest, ctx: CallContext
