@@ -7,21 +7,31 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from guest.attesters import ioctl
 from guest.attesters.base import TDX, InitDataResult, pad
 from guest.attesters.tsm import TsmReports
 from guest.errors import AttesterError
 
 CCEL_PATH = Path("/sys/firmware/acpi/tables/data/CCEL")
-TDX_GUEST_DEVICE = Path("/dev/tdx_guest")
+TDX_GUEST_DEVICE = ioctl.TDX_GUEST_DEVICE
 REPORT_DATA_SIZE = 64
 
 
 class TdxAttester:
     tee = TDX
 
-    def __init__(self, tsm: TsmReports, *, ccel: Path = CCEL_PATH) -> None:
+    def __init__(
+        self,
+        tsm: TsmReports,
+        *,
+        ccel: Path = CCEL_PATH,
+        device: Path = TDX_GUEST_DEVICE,
+        ioctl_call: ioctl.Ioctl | None = None,
+    ) -> None:
         self.tsm = tsm
         self.ccel = ccel
+        self.device = device
+        self.ioctl_call = ioctl_call
 
     async def evidence(self, report_data: bytes) -> Any:
         if len(report_data) > REPORT_DATA_SIZE:
@@ -40,10 +50,14 @@ class TdxAttester:
             return None
 
     async def bind_init_data(self, digest: bytes) -> InitDataResult:
-        raise AttesterError(
-            "TDX Attester: checking MRCONFIGID needs the /dev/tdx_guest TDREPORT ioctl, "
-            "which this attester does not implement"
+        """MRCONFIGID (from the TDREPORT ioctl) must equal the digest padded to 48 bytes."""
+        call = self.ioctl_call or ioctl.default_ioctl
+        report = await asyncio.to_thread(
+            ioctl.tdx_report, bytes(64), device=self.device, ioctl=call
         )
+        if report[ioctl.MRCONFIGID] != pad(digest, 48):
+            raise AttesterError("TDX Attester: MRCONFIGID does not match the initdata digest")
+        return InitDataResult.OK
 
     def supports_runtime_measurement(self) -> bool:
         return False
