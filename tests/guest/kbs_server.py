@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import json
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -104,13 +105,14 @@ class LoopbackKbs:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         return self.url
 
     async def aclose(self) -> None:

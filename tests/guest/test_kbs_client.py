@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from guest.errors import HandshakeError, KbsError, ResourceUriError, ResponseError, Unauthorized
 from guest.kbs.client import RcarClient, fetch_resource
@@ -18,7 +26,7 @@ from guest.kbs.http import new_session
 from guest.kbs.keys import P256, P521, RSA_OAEP_256, TeeKeyPair
 from guest.kbs.resource_uri import ResourceUri
 from tests.guest.conftest import KEY1
-from tests.guest.kbs_server import DEFAULT_POLICY, LoopbackKbs
+from tests.guest.kbs_server import ALLOW_ALL, DEFAULT_POLICY, KbsState, LoopbackKbs
 
 KEY1_URI = ResourceUri.parse("kbs:///default/key/key1")
 
@@ -312,3 +320,52 @@ def test_pem_round_trip_and_no_secret_in_repr() -> None:
         assert again.algorithm == algorithm
         assert again.public_key() == key.public_key()
         assert pem not in repr(key)
+
+
+def self_signed(tmp_path: Path) -> tuple[str, ssl.SSLContext]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loopback kbs")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp_path / "kbs.crt").write_text(pem)
+    (tmp_path / "kbs.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "kbs.crt", tmp_path / "kbs.key")
+    return pem, context
+
+
+async def test_https_with_the_cert_from_the_config(tmp_path: Path) -> None:
+    pem, context = self_signed(tmp_path)
+    server = LoopbackKbs(KbsState(policy=ALLOW_ALL, resources={"default/key/key1": KEY1}))
+    url = await server.start(context)
+    try:
+        async with new_session(pem) as trusting:
+            rcar = RcarClient(url, trusting, SampleEvidence(), retry_delay=0.01)
+            assert await rcar.get_resource(KEY1_URI) == KEY1
+        async with new_session(None) as default:
+            rcar = RcarClient(url, default, SampleEvidence(), attempts=1)
+            with pytest.raises(HandshakeError, match="certificate"):
+                await rcar.get_token()
+    finally:
+        await server.aclose()
