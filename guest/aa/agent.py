@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from guest.aa.coco_as import get_token as coco_as_token
 from guest.aa.config import AaConfig
 from guest.attesters.base import Attester, InitDataResult
 from guest.errors import GuestConfigError, GuestError
@@ -49,6 +50,7 @@ class AttestationAgent:
         self.attester = attester
         self.initdata_toml = initdata_toml
         self._session: aiohttp.ClientSession | None = None
+        self._as_session: aiohttp.ClientSession | None = None
         self._kbs: RcarClient | None = None
         self._lock = asyncio.Lock()
 
@@ -75,7 +77,12 @@ class AttestationAgent:
             message = {"token": token.content, "tee_keypair": tee_key.to_pem()}
             return json.dumps(message, separators=(",", ":")).encode()
         if token_type == COCO_AS:
-            raise GuestError("coco_as tokens are not supported by this attestation-agent")
+            coco_as = self.config.coco_as
+            if coco_as is None:
+                raise GuestConfigError("coco_as token config not configured in config file")
+            if self._as_session is None:
+                self._as_session = new_session(None)
+            return await coco_as_token(self._as_session, coco_as.url, self.attester)
         raise GuestConfigError(f"Unsupported token type {token_type!r}")
 
     async def kbs_client(self) -> RcarClient:
@@ -107,5 +114,6 @@ class AttestationAgent:
         return await self.attester.bind_init_data(digest)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._as_session):
+            if session is not None:
+                await session.close()

@@ -6,8 +6,10 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from guest.aa import config as aa_config
 from guest.aa.agent import AttestationAgent
@@ -141,3 +143,32 @@ def test_aa_toml_keys_and_fallbacks(tmp_path: Path) -> None:
         "http://kbs:80"
     )
     assert aa_config.from_kernel_cmdline({}, "quiet").kbs is None
+
+
+async def test_get_token_coco_as_posts_evidence_to_the_as() -> None:
+    seen: list[Any] = []
+
+    async def attestation(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.Response(text="as.token.jwt")
+
+    app = web.Application()
+    app.router.add_post("/attestation", attestation)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async for client in _client(aa_config.parse(f'[token_configs.coco_as]\nurl = "{url}"\n')):
+            reply = await client.call(
+                SERVICE, "GetToken", pb.GetTokenRequest(TokenType="coco_as"), pb.GetTokenResponse
+            )
+            assert reply.Token == b"as.token.jwt"
+    finally:
+        await runner.cleanup()
+    (request,) = seen
+    assert request["policy_ids"] == []
+    (verification,) = request["verification_requests"]
+    assert verification["tee"] == "sample"
+    evidence = json.loads(base64.urlsafe_b64decode(verification["evidence"] + "=="))
+    assert evidence == {"svn": "1", "report_data": ""}
