@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -172,3 +173,30 @@ async def test_get_token_coco_as_posts_evidence_to_the_as() -> None:
     assert verification["tee"] == "sample"
     evidence = json.loads(base64.urlsafe_b64decode(verification["evidence"] + "=="))
     assert evidence == {"svn": "1", "report_data": ""}
+
+
+def test_cli_flags_and_initdata_inputs(tmp_path: Path) -> None:
+    from guest.aa.main import initdata_input, parser
+
+    toml = b'algorithm = "sha384"\nversion = "0.1.0"\n[data]\n"aa.toml" = ""\n'
+    (tmp_path / "initdata.toml").write_bytes(toml)
+    digest = hashlib.sha384(toml).digest()
+    args = parser().parse_args(
+        ["-t", str(tmp_path / "initdata.toml"), "-i", base64.b64encode(b"x").decode()]
+    )
+    assert args.attestation_sock == (
+        "unix:///run/confidential-containers/attestation-agent/attestation-agent.sock"
+    )
+    assert initdata_input(args) == (toml.decode(), digest)  # -t wins over -i
+    args = parser().parse_args(
+        [
+            "--initdata-digest",
+            base64.b64encode(digest).decode(),
+            "--attestation_sock",
+            "unix:///tmp/x.sock",
+            "-c",
+            "aa.toml",
+        ]
+    )
+    assert initdata_input(args) == (None, digest)
+    assert (args.attestation_sock, args.config_file) == ("unix:///tmp/x.sock", "aa.toml")
