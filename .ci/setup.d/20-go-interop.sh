@@ -20,6 +20,18 @@ for name in hypervisor health; do
     protoc -I "$build/protos" --gogottrpc_out=plugins=ttrpc:"$gopath/src" "$build/protos/$name.proto"
 done
 
+# guest-components' protos carry no go_package: add one naming a private GOPATH package.
+# gogo predates proto3 `optional` (ExtendRuntimeMeasurementRequest.RegisterIndex): the Go copy
+# drops the keyword, which changes no field number or wire type.
+for pair in aa:attestation-agent/attestation-agent cdh:confidential-data-hub/api; do
+    name=${pair%%:*} source=${pair#*:}
+    sed -e "s#^package \(.*\);#package \1;\noption go_package = \"peerpods/interop/$name;$name\";#" \
+        -e "s#^\( *\)optional #\1#" \
+        "protocols/kata/protos/$source.proto" > "$build/protos/$name.proto"
+    rm -rf "${gopath:?}/src/peerpods/interop/$name"
+    protoc -I "$build/protos" --gogottrpc_out=plugins=ttrpc:"$gopath/src" "$build/protos/$name.proto"
+done
+
 export GO111MODULE=off
 export GOPATH="$PWD/$gopath:/usr/share/gocode"
 export GOCACHE="${GOCACHE:-$PWD/$build/cache}"

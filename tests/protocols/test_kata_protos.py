@@ -234,3 +234,89 @@ def test_generated_modules_import_as_a_package() -> None:
         assert name not in sys.modules, f"{name} was imported as a top-level module"
     ns = agent_pb2.CreateContainerRequest.DESCRIPTOR.fields_by_name["OCI"].message_type
     assert ns.file.name == "oci.proto"
+
+
+AA = "attestation_agent"
+
+
+def test_attestation_agent_service_and_field_numbers() -> None:
+    """PROTOCOLS.md §6.1: guest-components' AttestationAgentService, unchanged on the wire."""
+    from protocols.kata import attestation_agent_pb2 as aa
+
+    service = aa.DESCRIPTOR.services_by_name["AttestationAgentService"]
+    assert aa.DESCRIPTOR.name == "attestation-agent/attestation-agent.proto"
+    assert service.full_name == f"{AA}.AttestationAgentService"
+    assert {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods} == {
+        "GetEvidence": (f"{AA}.GetEvidenceRequest", f"{AA}.GetEvidenceResponse"),
+        "GetAdditionalEvidence": (
+            f"{AA}.GetAdditionalEvidenceRequest", f"{AA}.GetEvidenceResponse"
+        ),
+        "GetToken": (f"{AA}.GetTokenRequest", f"{AA}.GetTokenResponse"),
+        "ExtendRuntimeMeasurement": (
+            f"{AA}.ExtendRuntimeMeasurementRequest", f"{AA}.ExtendRuntimeMeasurementResponse"
+        ),
+        "BindInitData": (f"{AA}.BindInitDataRequest", f"{AA}.BindInitDataResponse"),
+        "GetTeeType": (f"{AA}.GetTeeTypeRequest", f"{AA}.GetTeeTypeResponse"),
+        "GetAdditionalTees": (f"{AA}.GetAdditionalTeesRequest", f"{AA}.GetAdditionalTeesResponse"),
+    }
+    BYTES, UINT64, ENUM = T.TYPE_BYTES, T.TYPE_UINT64, T.TYPE_ENUM
+    assert _fields(aa.GetEvidenceRequest) == {"RuntimeData": (1, BYTES)}
+    assert _fields(aa.GetAdditionalEvidenceRequest) == {"RuntimeData": (1, BYTES)}
+    assert _fields(aa.GetEvidenceResponse) == {"Evidence": (1, BYTES)}
+    assert _fields(aa.GetTokenRequest) == {"TokenType": (1, STRING)}
+    assert _fields(aa.GetTokenResponse) == {"Token": (1, BYTES)}
+    assert _fields(aa.ExtendRuntimeMeasurementRequest) == {
+        "Domain": (1, STRING),
+        "Operation": (2, STRING),
+        "Content": (3, STRING),
+        "RegisterIndex": (4, UINT64),
+    }
+    assert aa.ExtendRuntimeMeasurementRequest.DESCRIPTOR.fields_by_name[
+        "RegisterIndex"
+    ].has_presence
+    assert _fields(aa.ExtendRuntimeMeasurementResponse) == {"Result": (1, ENUM)}
+    assert dict(aa.RuntimeMeasurementResult.items()) == {
+        "OK": 0, "NOT_SUPPORTED": 1, "NOT_ENABLED": 2
+    }
+    assert _fields(aa.BindInitDataRequest) == {"Digest": (1, BYTES)}
+    assert _fields(aa.GetTeeTypeResponse) == {"tee": (1, STRING)}
+    assert _fields(aa.GetAdditionalTeesResponse) == {"additional_tees": (1, STRING)}
+    assert aa.GetTokenRequest(TokenType="kbs").SerializeToString() == b"\x0a\x03kbs"
+
+
+def test_confidential_data_hub_services_and_field_numbers() -> None:
+    """PROTOCOLS.md §6.2: the CDH services of package ``api``."""
+    from protocols.kata import confidential_data_hub_pb2 as cdh
+
+    assert cdh.DESCRIPTOR.name == "confidential-data-hub/api.proto"
+    services = {
+        s.full_name: {m.name: (m.input_type.full_name, m.output_type.full_name) for m in s.methods}
+        for s in cdh.DESCRIPTOR.services_by_name.values()
+    }
+    assert services == {
+        "api.SealedSecretService": {
+            "UnsealSecret": ("api.UnsealSecretInput", "api.UnsealSecretOutput")
+        },
+        "api.GetResourceService": {
+            "GetResource": ("api.GetResourceRequest", "api.GetResourceResponse")
+        },
+        "api.SecureMountService": {
+            "SecureMount": ("api.SecureMountRequest", "api.SecureMountResponse")
+        },
+        "api.ImagePullService": {"PullImage": ("api.ImagePullRequest", "api.ImagePullResponse")},
+    }
+    BYTES = T.TYPE_BYTES
+    assert _fields(cdh.UnsealSecretInput) == {"secret": (1, BYTES)}
+    assert _fields(cdh.UnsealSecretOutput) == {"plaintext": (1, BYTES)}
+    assert _fields(cdh.GetResourceRequest) == {"ResourcePath": (1, STRING)}
+    assert _fields(cdh.GetResourceResponse) == {"Resource": (1, BYTES)}
+    assert _fields(cdh.SecureMountRequest) == {
+        "volume_type": (1, STRING),
+        "options": (2, MESSAGE),
+        "flags": (3, STRING),
+        "mount_point": (4, STRING),
+    }
+    assert _fields(cdh.ImagePullRequest) == {"image_url": (1, STRING), "bundle_path": (2, STRING)}
+    assert _fields(cdh.ImagePullResponse) == {"manifest_digest": (1, STRING)}
+    request = cdh.GetResourceRequest(ResourcePath="kbs:///a/b/c")
+    assert request.SerializeToString() == b"\x0a\x0ckbs:///a/b/c"

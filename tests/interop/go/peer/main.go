@@ -3,6 +3,7 @@
 //	ttrpc-peer server       --address unix:PATH|tcp:HOST:PORT [--events] [--exit-on-eof]
 //	ttrpc-peer bench-server --address ...                      (same as server)
 //	ttrpc-peer client       --address ... --scenario NAME [--calls N] [--timeout-ms N]
+//	ttrpc-peer guest        --address ... --call get-resource|get-token|get-tee-type [--arg S]
 //
 // The server serves hypervisor.Hypervisor and grpc.Health with behaviour chosen by the
 // request (see behaviour.go); the client runs one scenario and prints one JSON object.
@@ -74,6 +75,16 @@ func main() {
 		}
 		if err := runClient(*address, *scenario, *calls, *timeoutMS); err != nil {
 			fail("client: %v", err)
+		}
+	case "guest":
+		call := flags.String("call", "", "get-resource|get-token|get-tee-type")
+		arg := flags.String("arg", "", "resource path or token type")
+		_ = flags.Parse(os.Args[2:])
+		if *address == "" || *call == "" {
+			usage()
+		}
+		if err := runGuest(*address, *call, *arg); err != nil {
+			fail("guest: %v", err)
 		}
 	default:
 		usage()

@@ -1,0 +1,1 @@
+"""attestation-agent: evidence and tokens over ttrpc, guest-components' interface."""

@@ -1,0 +1,96 @@
+"""The guest-driver ioctls: ``/dev/tdx_guest`` TDREPORT and ``/dev/sev-guest`` SNP report.
+
+Used where configfs-tsm does not serve the purpose: the TDREPORT holds MRCONFIGID (initdata
+binding on TDX), and the SNP report holds HOST_DATA (initdata binding on SNP).
+Structures from linux/tdx-guest.h and linux/sev-guest.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from guest.errors import AttesterError
+
+TDX_GUEST_DEVICE = Path("/dev/tdx_guest")
+SEV_GUEST_DEVICE = Path("/dev/sev-guest")
+
+_IOC_WRITE, _IOC_READ = 1, 2
+
+
+def iowr(kind: str, nr: int, size: int) -> int:
+    """Linux ``_IOWR(kind, nr, size)``."""
+    return ((_IOC_READ | _IOC_WRITE) << 30) | (size << 16) | (ord(kind) << 8) | nr
+
+
+# struct tdx_report_req { __u8 reportdata[64]; __u8 tdreport[1024]; }
+TDX_REPORT_DATA_LEN, TDX_REPORT_LEN = 64, 1024
+TDX_CMD_GET_REPORT0 = iowr("T", 1, TDX_REPORT_DATA_LEN + TDX_REPORT_LEN)
+# TDREPORT_STRUCT: REPORTMACSTRUCT (256) + TEE_TCB_INFO (239) + reserved (17), then
+# TDINFO_STRUCT: ATTRIBUTES (8), XFAM (8), MRTD (48), MRCONFIGID (48), ...
+MRCONFIGID = slice(512 + 8 + 8 + 48, 512 + 8 + 8 + 48 + 48)
+
+# struct snp_guest_request_ioctl { __u8 msg_version; __u64 req_data; __u64 resp_data;
+#                                  __u64 exitinfo2; }  (32 bytes with padding)
+SNP_REQUEST = struct.Struct("=B7xQQQ")
+SNP_GET_REPORT = iowr("S", 0, SNP_REQUEST.size)
+SNP_REPORT_REQ = struct.Struct("=64sI28x")  # user_data, vmpl
+SNP_REPORT_RESP_LEN = 4000
+SNP_REPORT_OFFSET = 32  # MSG_REPORT_RSP: status, report_size, reserved[24], report
+SNP_REPORT_LEN = 1184
+HOST_DATA = slice(0xC0, 0xC0 + 32)
+
+Ioctl = Callable[[int, int, bytearray], None]
+
+
+def default_ioctl(fd: int, request: int, buffer: bytearray) -> None:
+    fcntl.ioctl(fd, request, buffer, True)
+
+
+def _with_device(device: Path, request: int, buffer: bytearray, ioctl: Ioctl) -> None:
+    try:
+        fd = os.open(device, os.O_RDWR)
+    except OSError as exc:
+        raise AttesterError(f"open {device} failed: {exc}") from exc
+    try:
+        ioctl(fd, request, buffer)
+    except OSError as exc:
+        raise AttesterError(f"ioctl on {device} failed: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def tdx_report(
+    report_data: bytes = bytes(64), *, device: Path = TDX_GUEST_DEVICE, ioctl: Ioctl = default_ioctl
+) -> bytes:
+    """The 1024-byte TDREPORT for ``report_data`` (zero-padded to 64 bytes)."""
+    buffer = bytearray(report_data[:64].ljust(64, b"\0") + bytes(TDX_REPORT_LEN))
+    _with_device(device, TDX_CMD_GET_REPORT0, buffer, ioctl)
+    return bytes(buffer[TDX_REPORT_DATA_LEN:])
+
+
+def snp_report(
+    report_data: bytes = bytes(64),
+    *,
+    vmpl: int = 0,
+    device: Path = SEV_GUEST_DEVICE,
+    ioctl: Ioctl = default_ioctl,
+) -> bytes:
+    """The raw SNP ATTESTATION_REPORT (1184 bytes) for ``report_data``."""
+    request = ctypes.create_string_buffer(SNP_REPORT_REQ.pack(report_data[:64], vmpl))
+    response = ctypes.create_string_buffer(SNP_REPORT_RESP_LEN)
+    buffer = bytearray(
+        SNP_REQUEST.pack(1, ctypes.addressof(request), ctypes.addressof(response), 0)
+    )
+    _with_device(device, SNP_GET_REPORT, buffer, ioctl)
+    _, _, _, exitinfo2 = SNP_REQUEST.unpack(buffer)
+    if exitinfo2:
+        raise AttesterError(f"SNP_GET_REPORT failed: exitinfo2={exitinfo2:#x}")
+    status, size = struct.unpack_from("=II", response.raw)
+    if status != 0 or size < SNP_REPORT_LEN:
+        raise AttesterError(f"SNP_GET_REPORT failed: status={status} report_size={size}")
+    return response.raw[SNP_REPORT_OFFSET : SNP_REPORT_OFFSET + SNP_REPORT_LEN]

@@ -1,0 +1,1 @@
+"""confidential-data-hub: resources, sealed secrets and secure mounts over ttrpc."""
