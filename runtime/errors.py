@@ -29,9 +29,12 @@ existing handlers keep working.
     │   ├── InvalidRequest ── InstanceTypeError
     │   ├── SandboxExists, SandboxNotFound, StopFailed
     │   └── StartFailed ── ForwarderUnreachable
-    └── ForwarderError          the pod VM side                               (forwarder)
-        ├── ProvisionError, FetchError, UnsafePathError      (process-user-data)
-        └── TLSSetupError, MountWaitTimeout                  (agent-protocol-forwarder)
+    ├── ForwarderError          the pod VM side                               (forwarder)
+    │   ├── ProvisionError, FetchError, UnsafePathError      (process-user-data)
+    │   └── TLSSetupError, MountWaitTimeout                  (agent-protocol-forwarder)
+    └── GuestError              attestation-agent, confidential-data-hub      (guest.errors)
+        ├── GuestConfigError, AttesterError, ResourceUriError
+        └── KbsError ── HandshakeError, ResourceNotFound, Unauthorized, ResponseError
 
 The ttrpc library (``protocols.ttrpc``) stays standalone: ``TTRPCError`` and its status codes
 are its own root, and the adaptor's table in ``adaptor.service`` maps this tree onto them.
