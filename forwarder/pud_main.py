@@ -135,6 +135,10 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> ProvisionConfig
     return ProvisionConfig(**values)
 
 
+def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ProvisionConfig:
+    return _config(build_parser().parse_args(argv), env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -142,3 +142,29 @@ def test_runs_until_sigterm(tmp_path: object, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "server started" in err and "SIGTERM received" in err
     assert not os.path.exists(sock)  # removed: it was still ours
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-disable-tls"], True), (["--disable-tls"], True), (["-disable-tls=false"], False),
+    (["-disable-tls=true"], True), (["-disable-tls", "false"], False),
+    (["-disable-tls", "true"], True), (["-disable-tls=yes"], True), (["-disable-tls=off"], False),
+    (["-disable-tls=T"], True), (["-disable-tls=0"], False), (["--disable-tls=FALSE"], False),
+])
+def test_boolean_flag_forms(argv: list[str], expected: bool) -> None:
+    assert run_command(["fake", *argv], {}).settings.disable_tls is expected
+
+
+def test_value_flag_forms() -> None:
+    for argv in (["-pods-dir", "/p"], ["-pods-dir=/p"], ["--pods-dir", "/p"],
+                 ["--pods-dir=/p"]):
+        assert run_command(["fake", *argv], {}).settings.pods_dir == "/p", argv
+    s = run_command(["fake", "-proxy-timeout", "90", "-vxlan-min-id=7"], {}).settings
+    assert s.proxy_timeout == timedelta(seconds=90) and s.vxlan_min_id == 7
+
+
+@pytest.mark.parametrize("argv", [
+    ["fake", "-disable-tls=maybe"], ["fake", "-pods-dir"], ["fake", "-proxy-timeout", "5x"],
+    ["fake", "extra"],
+])
+def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv, {}, loader=loader) == 2
