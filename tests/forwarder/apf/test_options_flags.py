@@ -58,6 +58,9 @@ def test_bool_flags(name: str) -> None:
         assert getattr(parse_options([f"--{name}={word}"])[0], field) is True, word
     for word in FALSE_WORDS:
         assert getattr(parse_options([f"-{name}={word}"])[0], field) is False, word
+    # one rule with the adaptor: a boolean word may follow a bare boolean flag
+    assert getattr(parse_options([f"-{name}", "false"])[0], field) is False
+    assert getattr(parse_options([f"-{name}", "true"])[0], field) is True
 
 
 def test_every_flag_is_pinned() -> None:
