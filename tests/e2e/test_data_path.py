@@ -15,16 +15,17 @@ import secrets
 import pytest
 from google.protobuf import empty_pb2
 
+from adaptor.shimclient import AgentClient
 from protocols.apf import loads as load_apf
 from protocols.kata import agent_pb2
 from providers.local.layout import poll_until
 from tests.e2e.harness import (
     POD_GATEWAY,
     POD_NAMESPACE,
+    SERVING,
     SHIM_NAMESPACES,
     WORKER_IP,
     Adaptor,
-    AgentSession,
     Pod,
     Shim,
     WorkerNode,
@@ -86,9 +87,9 @@ async def test_one_pod_through_the_whole_data_path(
     assert vxlan_id(pod.ns, "vxlan1") == apf.pod_network.vxlan_id
     assert vxlan_id(vm_pod_netns(instance_id), "eth0") == apf.pod_network.vxlan_id
 
-    agent = AgentSession(socket_path)
+    agent = AgentClient(socket_path)
     try:
-        assert await agent.check() == "SERVING"
+        assert await agent.check() == SERVING
         await agent.call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
                          empty_pb2.Empty, 300)
         await agent.call(AGENT, "CreateContainer", create_container_request(sid, pod),
