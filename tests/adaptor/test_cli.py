@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
-import time
 from datetime import timedelta
 from types import ModuleType
 
@@ -125,20 +125,27 @@ def test_bad_tls_profile_is_a_startup_error(capsys: pytest.CaptureFixture[str]) 
 
 def test_runs_until_sigterm(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     sock = f"{tmp_path}/hv.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(f"{tmp_path}/notify.sock")
+    notify.settimeout(20)
+    ready: list[bytes] = []
 
-    def stop_when_serving() -> None:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def stop_when_ready() -> None:
+        try:
+            ready.append(notify.recv(4096))  # sd_notify READY=1: serving
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    thread = threading.Thread(target=stop_when_serving)
+    thread = threading.Thread(target=stop_when_ready)
     thread.start()
-    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods", "PROBE_PORT": "0"}
+    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods", "PROBE_PORT": "0",
+           "NOTIFY_SOCKET": f"{tmp_path}/notify.sock"}
     try:
         assert main(["fake", "-socket", sock], env, loader=loader) == 0
     finally:
         thread.join()
+        notify.close()
+    assert ready == [b"READY=1"]
     err = capsys.readouterr().err
     assert "server started" in err and "SIGTERM received" in err
     assert not os.path.exists(sock)  # removed: it was still ours
