@@ -12,10 +12,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from adaptor.cli import PROG, Loader, RunCommand, TextCommand, UsageError, parse_command
+from adaptor.config import AdaptorSettings
 from adaptor.logformat import JsonFormatter, TextFormatter
+from adaptor.network.base import WorkerNetwork
 from adaptor.server import Daemon, StartupError, prepare
 from providers import registry
 from providers.base import ProviderError
@@ -58,10 +60,18 @@ def _notify(state: str, env: Mapping[str, str]) -> None:
         log.warning("%s", exc)
 
 
-async def run(command: RunCommand, env: Mapping[str, str]) -> int:
+NetworkFactory = Callable[[AdaptorSettings], WorkerNetwork]
+
+
+async def run(
+    command: RunCommand, env: Mapping[str, str], make_network: NetworkFactory | None = None
+) -> int:
+    """Run the daemon until SIGINT/SIGTERM. ``make_network`` replaces the worker network
+    that ``TUNNEL_TYPE`` chooses (tests)."""
     settings = command.settings
     try:
         prepared = prepare(settings)
+        network = make_network(settings) if make_network is not None else None
     except StartupError as exc:
         log.error("startup failed: %s", exc)
         return 1
@@ -77,7 +87,7 @@ async def run(command: RunCommand, env: Mapping[str, str]) -> int:
     except ProviderError as exc:
         log.error("startup failed: provider %s: %s", command.provider, exc)
         return 1
-    daemon = Daemon(settings, provider, prepared=prepared)
+    daemon = Daemon(settings, provider, prepared=prepared, network=network)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -110,7 +120,12 @@ def main(
     env: Mapping[str, str] | None = None,
     *,
     loader: Loader = registry.load,
+    make_network: NetworkFactory | None = None,
 ) -> int:
+    """The command line entry point. ``loader`` maps a provider name to its package (default:
+    :mod:`providers.registry`); ``make_network`` builds the worker network instead of the one
+    ``TUNNEL_TYPE`` names. Both exist so that tests can run the real entry point with test
+    doubles, without patching modules."""
     args = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if env is None else env
     try:
@@ -124,7 +139,7 @@ def main(
             print(command.text, end="")
         return command.status
     configure_logging(command.settings.log_format, command.settings.log_level)
-    return aio.run(run(command, environ))
+    return aio.run(run(command, environ, make_network))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ provider's. Settings are parsed here, once; nothing else reads the environment.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 from adaptor.config import AdaptorSettings
 from providers import registry
 from runtime.errors import UsageError
-from runtime.settings import SettingsError, add_arguments, from_namespace
+from runtime.settings import Flag, SettingsError, build, flags_of, scan, usage
 
 PROG = "cloud-api-adaptor"
 COMMIT = "unknown"  # replaced at image build time
@@ -54,27 +53,34 @@ def version() -> str:
     )
 
 
-def _parser(provider: str, module: ModuleType | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} {provider}",
-        allow_abbrev=False,
-        description="Peer pods cloud-api-adaptor: creates pod VMs through a cloud API and "
-        "proxies the Kata agent API to them.",
-    )
-    parser.add_argument("-help", action="help", help=argparse.SUPPRESS)
-    add_arguments(parser, AdaptorSettings)
+DESCRIPTION = ("Peer pods cloud-api-adaptor: creates pod VMs through a cloud API and proxies "
+               "the Kata agent API to them.")
+
+
+def _flags(module: ModuleType | None) -> list[Flag]:
+    flags = flags_of(AdaptorSettings)
     if module is not None:
-        add_arguments(parser, module.Settings)
-    return parser
+        flags += flags_of(module.Settings)
+    return flags
+
+
+def provider_help(provider: str, module: ModuleType | None) -> str:
+    """``cloud-api-adaptor <provider> -help``: the common settings, then the provider's."""
+    text = f"usage: {PROG} {provider} [flags]\n\n{DESCRIPTION}\n\n"
+    text += usage(flags_of(AdaptorSettings), AdaptorSettings.TITLE)
+    if module is not None:
+        title = getattr(module.Settings, "TITLE", f"{provider} settings")
+        text += "\n" + usage(flags_of(module.Settings), title)
+    return text
 
 
 def general_help() -> str:
-    text = _parser("<provider>", None).format_help()
     providers = ", ".join(registry.names())
     return (
         f"usage: {PROG} <provider> [flags] | version | help\n\n"
         f"providers: {providers} (default: $CLOUD_PROVIDER)\n"
-        f"'{PROG} <provider> --help' lists that provider's settings too.\n\n" + text
+        f"'{PROG} <provider> --help' lists that provider's settings too.\n\n"
+        + provider_help("<provider>", None)
     )
 
 
@@ -91,20 +97,16 @@ def parse_command(
     else:
         provider, rest = env.get("CLOUD_PROVIDER", "").strip(), args
         if not provider:
-            if any(a in ("-h", "--help", "-help") for a in rest):
+            if any(a in ("-h", "--help", "-help", "--h") for a in rest):
                 return TextCommand(general_help())
             raise UsageError("no cloud provider given and CLOUD_PROVIDER is not set")
     module = loader(provider)
-    parser = _parser(provider, module)
     try:
-        namespace = parser.parse_args(rest)
-    except SystemExit as exit_:
-        # argparse printed help (status 0) or an error (status 2) already.
-        code = exit_.code if isinstance(exit_.code, int) else 2
-        return TextCommand("", code)
-    try:
-        settings = from_namespace(AdaptorSettings, namespace, env)
-        provider_settings = from_namespace(module.Settings, namespace, env)
+        parsed = scan(rest, _flags(module))
+        if parsed.help:
+            return TextCommand(provider_help(provider, module))
+        settings = build(AdaptorSettings, parsed, env)
+        provider_settings = build(module.Settings, parsed, env)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     return RunCommand(provider, module, settings, provider_settings)

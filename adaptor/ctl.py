@@ -27,24 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from adaptor import annotations as ann
 from adaptor.config import DEFAULT_PODS_DIR, DEFAULT_SOCKET
+from adaptor.poddir import pod_dir_summary, summaries
 from adaptor.sandbox import SOCKET_NAME
+from adaptor.shimclient import (
+    CALL_TIMEOUT,
+    START_TIMEOUT,
+    AgentClient,
+    ShimClient,
+    shim_annotations,
+)
 from protocols import initdata
-from protocols.kata import health_pb2, hypervisor_pb2
-from protocols.ttrpc import Client, Code, ConnectionClosed, TTRPCError
-from protocols.ttrpc.server import Message
+from protocols.kata import health_pb2
+from protocols.ttrpc import Code, ConnectionClosed, TTRPCError
 from runtime.errors import PeerPodsError
 
 PROG = "peerpodctl"
-HYPERVISOR = "hypervisor.Hypervisor"
-DEFAULT_START_TIMEOUT = 600.0  # the shim's remote_hypervisor_timeout
-CALL_TIMEOUT = 300.0
+DEFAULT_START_TIMEOUT = START_TIMEOUT
 CHECK_TIMEOUT = 30.0  # the shim's first agent call deadline
-REDACTED = "***"
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
-Resp = TypeVar("Resp", bound=Message)
 T = TypeVar("T")
 
 
@@ -60,6 +62,10 @@ class Context:
     out: IO[str]
     err: IO[str]
 
+    @property
+    def shim(self) -> ShimClient:
+        return ShimClient(self.socket)
+
     def emit(self, human: str, data: Mapping[str, Any]) -> None:
         text = json.dumps(data, indent=2, sort_keys=True) if self.json else human
         self.out.write(text + "\n")
@@ -69,9 +75,10 @@ class Context:
 # ------------------------------------------------------------------------- transport
 
 
-async def _connect(path: str, what: str) -> Client:
+async def _translated(path: str, what: str, method: str, work: Awaitable[T]) -> T:
+    """Await one call of a shim client, with its transport errors told to the user."""
     try:
-        return await Client.connect_unix(path)
+        return await work
     except FileNotFoundError:
         if what == "adaptor":
             raise CtlError(
@@ -88,29 +95,18 @@ async def _connect(path: str, what: str) -> Client:
         raise CtlError(f"permission denied on {path} (run as root?)") from None
     except OSError as exc:
         raise CtlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
-
-
-async def _call(
-    path: str, what: str, service: str, method: str, request: Any, response: type[Resp],
-    timeout: float | None,
-) -> Resp:
-    client = await _connect(path, what)
-    async with client:
+    except TTRPCError as exc:
         try:
-            return await client.call(service, method, request, response, timeout=timeout)
-        except TTRPCError as exc:
-            try:
-                code = Code(exc.code).name
-            except ValueError:
-                code = str(exc.code)
-            raise CtlError(f"{method} failed: {exc.message} ({code})") from None
-        except ConnectionClosed:
-            raise CtlError(f"the {what} closed the connection during {method}") from None
+            code = Code(exc.code).name
+        except ValueError:
+            code = str(exc.code)
+        raise CtlError(f"{method} failed: {exc.message} ({code})") from None
+    except ConnectionClosed:
+        raise CtlError(f"the {what} closed the connection during {method}") from None
 
 
-def _hypervisor(ctx: Context, method: str, request: Any, response: type[Resp],
-                timeout: float | None = CALL_TIMEOUT) -> Awaitable[Resp]:
-    return _call(ctx.socket, "adaptor", HYPERVISOR, method, request, response, timeout)
+def _hypervisor(ctx: Context, method: str, work: Awaitable[T]) -> Awaitable[T]:
+    return _translated(ctx.socket, "adaptor", method, work)
 
 
 # ------------------------------------------------------------------------- builders
@@ -133,80 +129,10 @@ def read_initdata(path: str) -> str:
         raise CtlError(f"initdata {path} is neither TOML text nor base64(gzip(toml))") from None
 
 
-def shim_annotations(
-    *, pod: str, namespace: str, instance_type: str = "", image: str = "", vcpus: int = 0,
-    memory_mib: int = 0, init_data: str = "", gpus: int = 0, gpu_model: str = "",
-) -> dict[str, str]:
-    """Exactly the keys the Kata shim sends with CreateVM, empty values included."""
-    return {
-        ann.SANDBOX_NAME: pod,
-        ann.SANDBOX_NAMESPACE: namespace,
-        ann.MACHINE_TYPE: instance_type,
-        ann.IMAGE: image,
-        ann.DEFAULT_VCPUS: str(vcpus),
-        ann.DEFAULT_MEMORY: str(memory_mib),
-        ann.INITDATA: init_data,
-        ann.DEFAULT_GPUS: str(gpus),
-        ann.GPU_MODEL: gpu_model,
-    }
-
-
-def _redact(value: Any, key: str = "") -> Any:
-    lowered = key.lower()
-    if isinstance(value, dict):
-        return {k: _redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, key) for v in value]
-    if isinstance(value, str) and value and (
-        "key" in lowered or "user_data" in lowered or "user-data" in lowered
-        or "PRIVATE KEY" in value
-    ):
-        return REDACTED
-    return value
-
-
 def _sandbox_dir(ctx: Context, sandbox_id: str) -> Path:
     if not _SANDBOX_ID.fullmatch(sandbox_id):
         raise CtlError(f"invalid sandbox id {sandbox_id!r}")
     return ctx.pods_dir / sandbox_id
-
-
-def pod_dir_summary(directory: Path) -> dict[str, Any]:
-    """What a pod dir holds: its files, JSON ones parsed (secrets redacted). Tolerant."""
-    files: dict[str, Any] = {}
-    summary: dict[str, Any] = {"sandbox_id": directory.name, "files": files}
-    try:
-        entries = sorted(directory.iterdir())
-    except OSError as exc:
-        summary["error"] = exc.strerror or str(exc)
-        return summary
-    for entry in entries:
-        info: dict[str, Any] = {}
-        try:
-            if entry.is_socket():
-                info["type"] = "socket"
-            elif entry.is_file():
-                info["type"] = "file"
-                info["size"] = entry.stat().st_size
-                if entry.suffix == ".json" and info["size"] <= 1 << 20:
-                    info["content"] = _redact(json.loads(entry.read_text()))
-            else:
-                info["type"] = "other"
-        except (OSError, ValueError) as exc:
-            info["error"] = str(exc)
-        files[entry.name] = info
-    apf_json = files.get("apf.json", {}).get("content")
-    if isinstance(apf_json, dict):
-        summary["pod_name"] = apf_json.get("pod-name", "")
-        summary["pod_namespace"] = apf_json.get("pod-namespace", "")
-        network = apf_json.get("pod-network")
-        if isinstance(network, dict):
-            summary["tunnel"] = network.get("tunnel-type", "")
-            summary["pod_ip"] = network.get("podip", "")
-        summary["tls"] = bool(apf_json.get("tls-server-cert"))
-    summary["agent_socket"] = str(directory / SOCKET_NAME) \
-        if files.get(SOCKET_NAME, {}).get("type") == "socket" else ""
-    return summary
 
 
 # ------------------------------------------------------------------------- commands
@@ -219,12 +145,10 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         image=args.image, vcpus=args.vcpus, memory_mib=args.memory, init_data=init_data,
         gpus=args.gpus, gpu_model=args.gpu_model,
     )
-    request = hypervisor_pb2.CreateVMRequest(
-        id=args.sandbox_id, annotations=annotations, networkNamespacePath=args.netns
-    )
-    reply = await _hypervisor(ctx, "CreateVM", request, hypervisor_pb2.CreateVMResponse)
-    ctx.emit(f"sandbox {args.sandbox_id} created; agent socket {reply.agentSocketPath}",
-             {"sandbox_id": args.sandbox_id, "agent_socket_path": reply.agentSocketPath})
+    path = await _hypervisor(ctx, "CreateVM",
+                             ctx.shim.create_vm(args.sandbox_id, annotations, args.netns))
+    ctx.emit(f"sandbox {args.sandbox_id} created; agent socket {path}",
+             {"sandbox_id": args.sandbox_id, "agent_socket_path": path})
     return 0
 
 
@@ -251,8 +175,7 @@ async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     started = time.monotonic()
     await _with_progress(ctx, f"starting the pod VM of sandbox {args.sandbox_id[:12]}",
                          _hypervisor(ctx, "StartVM",
-                                     hypervisor_pb2.StartVMRequest(id=args.sandbox_id),
-                                     hypervisor_pb2.StartVMResponse, timeout=args.timeout))
+                                     ctx.shim.start_vm(args.sandbox_id, args.timeout)))
     seconds = round(time.monotonic() - started, 3)
     ctx.emit(f"sandbox {args.sandbox_id} started in {seconds:.1f}s",
              {"sandbox_id": args.sandbox_id, "started": True, "seconds": seconds})
@@ -260,8 +183,7 @@ async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
-    await _hypervisor(ctx, "StopVM", hypervisor_pb2.StopVMRequest(id=args.sandbox_id),
-                      hypervisor_pb2.StopVMResponse)
+    await _hypervisor(ctx, "StopVM", ctx.shim.stop_vm(args.sandbox_id))
     ctx.emit(f"sandbox {args.sandbox_id} stopped",
              {"sandbox_id": args.sandbox_id, "stopped": True})
     return 0
@@ -269,9 +191,13 @@ async def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
 
 async def _check(ctx: Context, sandbox_id: str) -> tuple[str, str]:
     path = str(_sandbox_dir(ctx, sandbox_id) / SOCKET_NAME)
-    reply = await _call(path, "agent proxy", "grpc.Health", "Check",
-                        health_pb2.CheckRequest(), health_pb2.HealthCheckResponse,
-                        CHECK_TIMEOUT)
+    agent = AgentClient(path, dial_timeout=0)  # one dial: report, do not wait
+    try:
+        reply = await _translated(path, "agent proxy", "Check", agent.call(
+            "grpc.Health", "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse,
+            CHECK_TIMEOUT))
+    finally:
+        await agent.aclose()
     return path, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
@@ -283,20 +209,16 @@ async def cmd_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    reply = await _hypervisor(ctx, "Version", hypervisor_pb2.VersionRequest(version="0.0.0"),
-                              hypervisor_pb2.VersionResponse)
-    ctx.emit(f"adaptor version {reply.version}", {"version": reply.version})
+    version = await _hypervisor(ctx, "Version", ctx.shim.version(CALL_TIMEOUT))
+    ctx.emit(f"adaptor version {version}", {"version": version})
     return 0
 
 
 def _list(ctx: Context) -> list[dict[str, Any]]:
     try:
-        entries = sorted(p for p in ctx.pods_dir.iterdir() if p.is_dir())
-    except FileNotFoundError:
-        return []
+        return summaries(ctx.pods_dir)
     except OSError as exc:
         raise CtlError(f"cannot read {ctx.pods_dir}: {exc.strerror or exc}") from None
-    return [pod_dir_summary(entry) for entry in entries]
 
 
 async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -352,19 +274,15 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
         return True
 
     async def create() -> str:
-        request = hypervisor_pb2.CreateVMRequest(
-            id=sandbox_id, networkNamespacePath=args.netns,
-            annotations=shim_annotations(pod=pod, namespace=args.namespace),
-        )
-        reply = await _hypervisor(ctx, "CreateVM", request, hypervisor_pb2.CreateVMResponse)
-        if not reply.agentSocketPath:
+        path = await _hypervisor(ctx, "CreateVM", ctx.shim.create_vm(
+            sandbox_id, shim_annotations(pod=pod, namespace=args.namespace), args.netns))
+        if not path:
             raise CtlError("the adaptor returned no agent socket path")
         return f"sandbox {sandbox_id[:12]} for pod {args.namespace}/{pod}"
 
     async def start() -> str:
         await _with_progress(ctx, "starting the pod VM", _hypervisor(
-            ctx, "StartVM", hypervisor_pb2.StartVMRequest(id=sandbox_id),
-            hypervisor_pb2.StartVMResponse, timeout=args.timeout))
+            ctx, "StartVM", ctx.shim.start_vm(sandbox_id, args.timeout)))
         return "pod VM up, forwarder reached"
 
     async def check() -> str:
@@ -374,8 +292,7 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
         return f"agent {status} through {path}"
 
     async def stop() -> str:
-        await _hypervisor(ctx, "StopVM", hypervisor_pb2.StopVMRequest(id=sandbox_id),
-                          hypervisor_pb2.StopVMResponse)
+        await _hypervisor(ctx, "StopVM", ctx.shim.stop_vm(sandbox_id))
         return "pod VM deleted"
 
     if not ctx.json:

@@ -1,38 +1,62 @@
-"""One declaration per knob: env var name, flag, default, help, secrecy.
+"""One declaration per knob (env var name, flag, default, help, secrecy) and one command-line
+syntax for every program: ``cloud-api-adaptor``, ``agent-protocol-forwarder`` and
+``process-user-data``.
 
-Settings follow upstream cloud-api-adaptor: a non-empty env var becomes the default, a
-command-line flag overrides it. Flags are accepted Go-style (``-pods-dir x``,
-``-pods-dir=x``) and GNU-style (``--pods-dir x``). Booleans from env are true for ``1`` or
-``true`` in any case, false otherwise. Durations use Go's form (``5m``, ``90s``, ``1h30m``).
+Flags follow Go's ``flag`` package: ``-name value``, ``-name=value``, ``--name value``,
+``--name=value``; a boolean flag is set by ``-name`` alone or given a value with
+``-name=false``; ``--`` ends the flags; ``-h``/``-help``/``--help`` ask for help.
+
+Values (:mod:`runtime.values`): a non-empty env var becomes the default and a flag overrides
+it, as upstream's ``FlagRegistrar`` does. Env booleans are true for ``1`` or ``true`` in any
+case (upstream's rule). Flag booleans and durations are parsed as Go's ``strconv.ParseBool``
+and ``time.ParseDuration`` parse them, plus the few forms listed there that the adaptor
+always accepted.
 
 Settings are parsed once at startup and passed down; nothing else reads ``os.environ``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import re
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
-from runtime.errors import UsageError
+from runtime.values import (
+    SettingsError,
+    base_type,
+    convert,
+    format_duration,
+    parse_bool,
+    parse_duration,
+    parse_flag_bool,
+    parse_key_values,
+)
+
+__all__ = [
+    "REDACTED", "Flag", "ParsedFlags", "SettingSpec", "SettingsError", "build", "describe",
+    "flags_of", "format_duration", "parse_bool", "parse_duration", "parse_flag_bool",
+    "parse_key_values", "parse_settings", "scan", "setting", "usage",
+]
 
 T = TypeVar("T")
 
 REDACTED = "***"
+HELP_FLAGS = frozenset({"h", "help"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SettingSpec:
     env: str | None
-    flag: str | None
+    flag: str | None  # as shown in help: "pods-dir" shows as -pods-dir, "--tpm-device" as is
     help: str
     secret: bool
     required: bool
+    aliases: tuple[str, ...] = ()  # more flag names for the same setting ("t")
+    parse: Callable[[str], Any] | None = None  # replaces the conversion by type
+    metavar: str | None = None  # the value's name in help (default: its Go type name)
 
 
 def setting(
@@ -43,113 +67,14 @@ def setting(
     help: str = "",
     secret: bool = False,
     required: bool = False,
+    aliases: tuple[str, ...] = (),
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """Declare one setting as a dataclass field (the default must be immutable)."""
-    spec = SettingSpec(env=env, flag=flag, help=help, secret=secret, required=required)
+    spec = SettingSpec(env=env, flag=flag, help=help, secret=secret, required=required,
+                       aliases=aliases, parse=parse, metavar=metavar)
     return dataclasses.field(default=default, metadata={"setting": spec})
-
-
-class SettingsError(UsageError):
-    """A setting has a value that cannot be parsed, or a required one is missing."""
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
-}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a Go duration string (``300ms``, ``1.5h``, ``2h45m``). A bare number is seconds."""
-    value = text.strip()
-    if not value:
-        raise SettingsError("empty duration")
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return timedelta(seconds=float(value))
-    sign = -1.0 if value.startswith("-") else 1.0
-    body = value.lstrip("+-")
-    if body == "0":
-        return timedelta(0)
-    pos, total = 0, 0.0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None:
-            raise SettingsError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    return timedelta(seconds=sign * total)
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    if seconds and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
-
-
-def parse_bool(text: str) -> bool:
-    """Upstream's rule for env booleans: ``1`` or ``true`` (any case) is true."""
-    return text.strip().lower() in ("1", "true")
-
-
-def _parse_flag_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "t", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "f", "false", "no", "n", "off", ""):
-        return False
-    raise SettingsError(f"invalid boolean {text!r}")
-
-
-def parse_key_values(text: str) -> dict[str, str]:
-    """``k=v,k2=v2`` (upstream's ``TAGS`` format)."""
-    result: dict[str, str] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SettingsError(f"invalid key=value pair {item!r}")
-        result[key.strip()] = value.strip()
-    return result
-
-
-def _base_type(annotation: Any) -> Any:
-    """``str | None`` -> ``str``; other annotations unchanged."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def convert(annotation: Any, raw: str, *, from_env: bool) -> Any:
-    """Turn a raw string into the field's type."""
-    kind = _base_type(annotation)
-    origin = typing.get_origin(kind)
-    if kind is bool:
-        return parse_bool(raw) if from_env else _parse_flag_bool(raw)
-    if kind is int:
-        try:
-            return int(raw.strip())
-        except ValueError:
-            raise SettingsError(f"invalid integer {raw!r}") from None
-    if kind is float:
-        try:
-            return float(raw.strip())
-        except ValueError:
-            raise SettingsError(f"invalid number {raw!r}") from None
-    if kind is timedelta:
-        return parse_duration(raw)
-    if origin is tuple:
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-    if origin in (dict, Mapping) or kind is dict:
-        return parse_key_values(raw)
-    return raw
 
 
 def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], SettingSpec, Any]]:
@@ -162,68 +87,199 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], SettingSpec, Any]]:
     return out
 
 
-def _flag_names(flag: str) -> list[str]:
-    name = flag.lstrip("-")
-    return [f"-{name}", f"--{name}"] if len(name) > 1 else [f"-{name}"]
+# ------------------------------------------------------------------------- flags
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Register one option per flagged setting of ``cls``. Values stay raw strings."""
-    group = parser.add_argument_group(getattr(cls, "TITLE", cls.__name__))
+@dataclasses.dataclass(frozen=True, slots=True)
+class Flag:
+    """One command-line flag: its names (without dashes) and where its value goes."""
+
+    names: tuple[str, ...]
+    dest: str  # "<class name>.<field name>"
+    is_bool: bool
+    shown: str  # "-pods-dir", "-t, --user-data-fetch-timeout"
+    metavar: str
+    help: str
+
+
+def _shown(name: str) -> str:
+    return name if name.startswith("-") else f"-{name}"
+
+
+def _type_word(annotation: Any, spec: SettingSpec) -> str:
+    if spec.metavar is not None:
+        return spec.metavar
+    kind = base_type(annotation)
+    if kind is bool:
+        return ""
+    words = {int: "int", float: "float", timedelta: "duration", str: "string", Path: "path"}
+    return words.get(kind, "value")
+
+
+def _default_text(f: dataclasses.Field[Any], spec: SettingSpec) -> str:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if default in (None, "", (), {}, False):
+        return ""
+    if spec.secret:
+        return f" (default {REDACTED})"
+    if isinstance(default, timedelta):
+        return f" (default {format_duration(default)})"
+    if isinstance(default, tuple):
+        return f" (default {','.join(str(v) for v in default)})"
+    if isinstance(default, (str, Path)):
+        return f' (default "{default}")'
+    if isinstance(default, float):
+        return f" (default {default:g})"
+    return f" (default {default})"
+
+
+def flags_of(cls: type) -> list[Flag]:
+    """The flags declared by the settings class ``cls``, in declaration order."""
+    flags = []
     for f, spec, annotation in _fields(cls):
         if spec.flag is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, timedelta):
-            default = format_duration(default)
-        shown = REDACTED if spec.secret and default else default
-        text = spec.help
-        if spec.env:
-            text += f" [env {spec.env}]"
-        if shown not in (None, "", (), {}):
-            text += f" (default {shown})"
-        if spec.required:
-            text += " (required)"
-        kwargs: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None}
-        if _base_type(annotation) is bool:
-            kwargs.update(nargs="?", const="true", metavar="BOOL")
-        else:
-            kwargs["metavar"] = f.name.upper()
-        group.add_argument(*_flag_names(spec.flag), help=text.replace("%", "%%"), **kwargs)
+        declared = (*spec.aliases, spec.flag)
+        text = spec.help + (f" [env {spec.env}]" if spec.env else "")
+        text += _default_text(f, spec) + (" (required)" if spec.required else "")
+        flags.append(Flag(
+            names=tuple(name.lstrip("-") for name in declared),
+            dest=f"{cls.__name__}.{f.name}",
+            is_bool=base_type(annotation) is bool,
+            shown=", ".join(_shown(name) for name in declared),
+            metavar=_type_word(annotation, spec),
+            help=text,
+        ))
+    return flags
 
 
-def from_namespace(
-    cls: type[T], namespace: argparse.Namespace, env: Mapping[str, str]
-) -> T:
-    """Build ``cls`` from parsed flags and the environment (env, then flag)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedFlags:
+    values: Mapping[str, str]  # dest -> raw text ("true" for a bare boolean flag)
+    sources: Mapping[str, str]  # dest -> the flag as written, for error messages
+    help: bool = False
+    args: tuple[str, ...] = ()  # what follows the flags (only with stop_at_argument)
+
+
+def _index(flags: Iterable[Flag]) -> dict[str, Flag]:
+    by_name: dict[str, Flag] = {}
+    for flag in flags:
+        for name in flag.names:
+            if name in by_name:
+                raise ValueError(f"flag -{name} declared twice")
+            by_name[name] = flag
+    return by_name
+
+
+def _is_bool_word(text: str) -> bool:
+    try:
+        parse_flag_bool(text)
+    except SettingsError:
+        return False
+    return True
+
+
+def scan(
+    argv: Sequence[str], flags: Iterable[Flag], *, stop_at_argument: bool = False
+) -> ParsedFlags:
+    """Read flags from ``argv`` with Go's rules (see the module docstring).
+
+    A bare boolean flag also takes a following word that is a boolean (``-disable-tls
+    false``), as the adaptor always did. An argument that is not a flag is an error, unless
+    ``stop_at_argument``: then it and everything after it are returned in ``args``.
+    """
+    by_name = _index(flags)
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            break
+        if len(arg) < 2 or not arg.startswith("-"):
+            index -= 1
+            break
+        body = arg[2:] if arg.startswith("--") else arg[1:]
+        name, has_value, value = body.partition("=")
+        flag = by_name.get(name)
+        if flag is None and name in HELP_FLAGS:
+            return ParsedFlags(values, sources, help=True)
+        if flag is None or not name or name.startswith("-"):
+            raise SettingsError(f"flag provided but not defined: -{name}")
+        if not has_value:
+            if flag.is_bool:
+                value = "true"
+                if index < len(args) and _is_bool_word(args[index]):
+                    value, index = args[index], index + 1
+            elif index < len(args):
+                value, index = args[index], index + 1
+            else:
+                raise SettingsError(f"flag needs an argument: -{name}")
+        values[flag.dest] = value
+        sources[flag.dest] = arg.partition("=")[0]
+    rest = tuple(args[index:])
+    if rest and not stop_at_argument:
+        raise SettingsError(f"unexpected argument {rest[0]!r}")
+    return ParsedFlags(values, sources, args=rest)
+
+
+def usage(flags: Iterable[Flag], title: str | None = None) -> str:
+    """Help for ``flags`` in the layout of Go's ``flag.PrintDefaults``."""
+    lines = [f"{title}:"] if title else []
+    for flag in flags:
+        lines.append(f"  {flag.shown} {flag.metavar}".rstrip())
+        lines.append(f"    \t{flag.help}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- values
+
+
+def _env_value(cls: type, spec: SettingSpec, env: Mapping[str, str]) -> str | None:
+    """The env var's value, if it counts: upstream ignores empty ones, unless the class says
+    ``EMPTY_ENV_IS_SET = True`` (process-user-data's own variables)."""
+    if not spec.env or spec.env not in env:
+        return None
+    raw = env[spec.env]
+    if raw == "" and not getattr(cls, "EMPTY_ENV_IS_SET", False):
+        return None
+    return raw
+
+
+def build(cls: type[T], parsed: ParsedFlags, env: Mapping[str, str]) -> T:
+    """Build ``cls`` from the flags read by :func:`scan` and the environment."""
     values: dict[str, Any] = {}
     missing: list[str] = []
     for f, spec, annotation in _fields(cls):
-        raw_flag = getattr(namespace, f"{cls.__name__}.{f.name}", None)
-        raw_env = env.get(spec.env, "") if spec.env else ""
+        dest = f"{cls.__name__}.{f.name}"
+        raw_flag = parsed.values.get(dest)
+        raw_env = _env_value(cls, spec, env)
         try:
             if raw_flag is not None:
-                values[f.name] = convert(annotation, raw_flag, from_env=False)
-            elif raw_env != "":
-                values[f.name] = convert(annotation, raw_env, from_env=True)
+                values[f.name] = _convert(spec, annotation, raw_flag, from_env=False)
+            elif raw_env is not None:
+                values[f.name] = _convert(spec, annotation, raw_env, from_env=True)
         except SettingsError as exc:
-            source = spec.flag and f"-{spec.flag.lstrip('-')}" if raw_flag is not None else spec.env
+            source = parsed.sources.get(dest, "") if raw_flag is not None else spec.env
             raise SettingsError(f"{source}: {exc}") from None
         if spec.required and values.get(f.name, f.default) in (None, "", ()):
-            missing.append(spec.env or f"-{(spec.flag or f.name).lstrip('-')}")
+            missing.append(spec.env or _shown(spec.flag or f.name))
     if missing:
         raise SettingsError(f"missing required setting(s): {', '.join(missing)}")
     return cls(**values)
 
 
-def parse_settings(
-    cls: type[T], argv: Sequence[str], env: Mapping[str, str], prog: str | None = None
-) -> T:
+def _convert(spec: SettingSpec, annotation: Any, raw: str, *, from_env: bool) -> Any:
+    if spec.parse is not None:
+        return spec.parse(raw)
+    return convert(annotation, raw, from_env=from_env)
+
+
+def parse_settings(cls: type[T], argv: Sequence[str], env: Mapping[str, str]) -> T:
     """Parse ``argv`` for the settings of ``cls`` alone (convenient for tests and tools)."""
-    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False)
-    add_arguments(parser, cls)
-    namespace = parser.parse_args(list(argv))
-    return from_namespace(cls, namespace, env)
+    return build(cls, scan(argv, flags_of(cls)), env)
 
 
 def describe(settings: Any) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def test_quick_start_and_test_commands_exist() -> None:
     for path in commands:
         assert (ROOT / path).is_file(), path
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/python -m pytest -q" in README
-    assert ci.rstrip().endswith(".venv/bin/python -m pytest -q")
+    test_command = ".venv/bin/python -m pytest -q --durations=25"
+    assert re.search(rf"^{re.escape(test_command)}\s", README, flags=re.MULTILINE)
+    assert ci.rstrip().endswith(test_command)
     assert "bash scripts/install.sh\nbash scripts/quickstart.sh" in ci

@@ -60,6 +60,24 @@ def load_config(path: str) -> ApfConfig:
         ) from None
 
 
+def require_mutual_tls(options: Options, config: ApfConfig) -> None:
+    """Refuse a server certificate without a client CA: ``apf.json`` comes from untrusted
+    user-data, and without a CA anyone who reaches the port may drive the agent. Running
+    without client certificates takes an explicit flag from the image (``-disable-tls``, or
+    ``-tls-skip-verify`` for TLS without client verification). Missing server certificates
+    are reported by the TLS setup itself."""
+    if options.disable_tls or options.tls_skip_verify:
+        return
+    has_server_cert = bool(options.cert_file or options.cert_key
+                           or (config.tls_server_cert and config.tls_server_key))
+    if has_server_cert and not (options.ca_cert_file or config.tls_client_ca):
+        raise StartupError(
+            "refusing to serve the agent API without mutual TLS: no client CA is configured "
+            f"(tls-client-ca in {options.config_path}, or -ca-cert-file); give -disable-tls "
+            "explicitly to run without TLS"
+        )
+
+
 class Forwarder:
     """The daemon: one listener, one relay, optionally one pod network. Not restartable."""
 
@@ -92,6 +110,7 @@ class Forwarder:
 
     async def start(self) -> tuple[str, int]:
         """Set everything up and serve; returns the bound (host, port)."""
+        require_mutual_tls(self._options, self._config)
         try:
             context: ssl.SSLContext | None = build_server_context(self._options, self._config)
         except TLSSetupError as exc:

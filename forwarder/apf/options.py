@@ -1,16 +1,19 @@
 """Command line of agent-protocol-forwarder, with upstream's flag names and defaults.
 
-Flags are Go style (``-listen 0.0.0.0:15150``, ``-listen=...``, boolean ``-disable-tls`` or
-``-disable-tls=false``); the GNU spelling ``--listen`` is accepted too. There are no
-environment variables, as upstream has none.
+Flags are read by :mod:`runtime.settings`, Go style (``-listen 0.0.0.0:15150``,
+``-listen=...``, boolean ``-disable-tls`` or ``-disable-tls=false``); the GNU spelling
+``--listen`` is accepted too. There are no environment variables, as upstream has none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from runtime.errors import UsageError
+from runtime.settings import SettingsError, build, flags_of, scan, setting
+from runtime.settings import usage as usage_text
 
 DEFAULT_CONFIG_PATH = "/run/peerpod/apf.json"
 DEFAULT_LISTEN_ADDR = "0.0.0.0:15150"
@@ -59,106 +62,61 @@ def parse_listen_addr(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-@dataclass(frozen=True, slots=True)
-class _Flag:
-    name: str
-    help: str
-    default: str | bool
-    is_bool: bool = False
+@dataclass(frozen=True)
+class ForwarderFlags:
+    """The command line as declared (upstream's names, help and defaults; no env vars)."""
 
+    TITLE: ClassVar[str] = f"Usage of {PROGRAM_NAME}"
 
-_FLAGS: tuple[_Flag, ...] = (
-    _Flag("version", "Show version", False, is_bool=True),
-    _Flag("config", "Path to a daemon config file", DEFAULT_CONFIG_PATH),
-    _Flag("listen", "Listen address", DEFAULT_LISTEN_ADDR),
-    _Flag("kata-agent-socket", "Path to a kata agent socket", DEFAULT_KATA_AGENT_SOCKET),
-    _Flag("pod-namespace", "Path to the network namespace where the pod runs",
-          DEFAULT_POD_NAMESPACE),
-    _Flag("host-interface", "network interface name that is used for network tunnel traffic",
-          ""),
-    _Flag("ca-cert-file", "CA cert file", ""),
-    _Flag("cert-file", "cert file", ""),
-    _Flag("cert-key", "cert key", ""),
-    _Flag("tls-skip-verify", "Skip TLS certificate verification - use it only for testing",
-          False, is_bool=True),
-    _Flag("disable-tls", "Disable TLS encryption - use it only for testing", False,
-          is_bool=True),
-)
-_BY_NAME = {flag.name: flag for flag in _FLAGS}
-
-
-def _flag_bool(name: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise UsageError(f"invalid boolean value {text!r} for flag -{name}")
+    version: bool = setting(flag="version", default=False, help="Show version")
+    config: str = setting(flag="config", default=DEFAULT_CONFIG_PATH,
+                          help="Path to a daemon config file")
+    listen: str = setting(flag="listen", default=DEFAULT_LISTEN_ADDR, help="Listen address")
+    kata_agent_socket: str = setting(flag="kata-agent-socket", default=DEFAULT_KATA_AGENT_SOCKET,
+                                     help="Path to a kata agent socket")
+    pod_namespace: str = setting(flag="pod-namespace", default=DEFAULT_POD_NAMESPACE,
+                                 help="Path to the network namespace where the pod runs")
+    host_interface: str = setting(
+        flag="host-interface", default="",
+        help="network interface name that is used for network tunnel traffic")
+    ca_cert_file: str = setting(flag="ca-cert-file", default="", help="CA cert file")
+    cert_file: str = setting(flag="cert-file", default="", help="cert file")
+    cert_key: str = setting(flag="cert-key", default="", help="cert key")
+    tls_skip_verify: bool = setting(
+        flag="tls-skip-verify", default=False,
+        help="Skip TLS certificate verification - use it only for testing")
+    disable_tls: bool = setting(
+        flag="disable-tls", default=False,
+        help="Disable TLS encryption - use it only for testing (without it the forwarder "
+        "refuses to start unless mutual TLS is configured)")
 
 
 def usage() -> str:
-    lines = [f"Usage of {PROGRAM_NAME}:"]
-    for flag in _FLAGS:
-        kind = "" if flag.is_bool else " string"
-        lines.append(f"  -{flag.name}{kind}")
-        default = f' (default "{flag.default}")' if flag.default not in ("", False) else ""
-        lines.append(f"    \t{flag.help}{default}")
-    return "\n".join(lines) + "\n"
-
-
-def _scan(argv: Sequence[str]) -> tuple[dict[str, str | bool], bool]:
-    """Go ``flag`` rules: ``-name``, ``-name=value``, ``-name value``; ``--`` ends flags."""
-    values: dict[str, str | bool] = {f.name: f.default for f in _FLAGS}
-    args = list(argv)
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        index += 1
-        if arg == "--":
-            break
-        if len(arg) < 2 or not arg.startswith("-"):
-            raise UsageError(f"unexpected argument {arg!r}")
-        body = arg[2:] if arg.startswith("--") else arg[1:]
-        name, has_value, value = body.partition("=")
-        if name in ("h", "help"):
-            return values, True
-        flag = _BY_NAME.get(name)
-        if not name or name.startswith("-") or flag is None:
-            raise UsageError(f"flag provided but not defined: -{name}")
-        if flag.is_bool:
-            values[name] = _flag_bool(name, value) if has_value else True
-        elif has_value:
-            values[name] = value
-        elif index < len(args):
-            values[name] = args[index]
-            index += 1
-        else:
-            raise UsageError(f"flag needs an argument: -{name}")
-    if index < len(args):
-        raise UsageError(f"unexpected argument {args[index]!r}")
-    return values, False
+    return usage_text(flags_of(ForwarderFlags), ForwarderFlags.TITLE)
 
 
 def parse_options(argv: Sequence[str]) -> tuple[Options, bool]:
     """Parse ``argv`` (without the program name). Returns (options, help_requested)."""
-    values, wants_help = _scan(argv)
-
-    def text(name: str) -> str:
-        return str(values[name])
-
-    host, port = parse_listen_addr(text("listen"))
+    try:
+        parsed = scan(argv, flags_of(ForwarderFlags))
+        flags = build(ForwarderFlags, parsed, {})
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if parsed.help:
+        return Options(), True
+    host, port = parse_listen_addr(flags.listen)
     options = Options(
-        config_path=text("config"),
+        config_path=flags.config,
         listen_host=host,
         listen_port=port,
-        kata_agent_socket=text("kata-agent-socket"),
-        pod_namespace=text("pod-namespace"),
-        host_interface=text("host-interface") or None,
-        ca_cert_file=text("ca-cert-file") or None,
-        cert_file=text("cert-file") or None,
-        cert_key=text("cert-key") or None,
-        tls_skip_verify=values["tls-skip-verify"] is True,
-        disable_tls=values["disable-tls"] is True,
-        show_version=values["version"] is True,
+        kata_agent_socket=flags.kata_agent_socket,
+        pod_namespace=flags.pod_namespace,
+        host_interface=flags.host_interface or None,
+        ca_cert_file=flags.ca_cert_file or None,
+        cert_file=flags.cert_file or None,
+        cert_key=flags.cert_key or None,
+        tls_skip_verify=flags.tls_skip_verify,
+        disable_tls=flags.disable_tls,
+        show_version=flags.version,
     )
-    return options, wants_help
+    return options, False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
-import time
 from datetime import timedelta
 from types import ModuleType
 
@@ -125,20 +125,53 @@ def test_bad_tls_profile_is_a_startup_error(capsys: pytest.CaptureFixture[str]) 
 
 def test_runs_until_sigterm(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     sock = f"{tmp_path}/hv.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(f"{tmp_path}/notify.sock")
+    notify.settimeout(20)
+    ready: list[bytes] = []
 
-    def stop_when_serving() -> None:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def stop_when_ready() -> None:
+        try:
+            ready.append(notify.recv(4096))  # sd_notify READY=1: serving
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    thread = threading.Thread(target=stop_when_serving)
+    thread = threading.Thread(target=stop_when_ready)
     thread.start()
-    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods", "PROBE_PORT": "0"}
+    env = {"TUNNEL_TYPE": "none", "PODS_DIR": f"{tmp_path}/pods", "PROBE_PORT": "0",
+           "NOTIFY_SOCKET": f"{tmp_path}/notify.sock"}
     try:
         assert main(["fake", "-socket", sock], env, loader=loader) == 0
     finally:
         thread.join()
+        notify.close()
+    assert ready == [b"READY=1"]
     err = capsys.readouterr().err
     assert "server started" in err and "SIGTERM received" in err
     assert not os.path.exists(sock)  # removed: it was still ours
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-disable-tls"], True), (["--disable-tls"], True), (["-disable-tls=false"], False),
+    (["-disable-tls=true"], True), (["-disable-tls", "false"], False),
+    (["-disable-tls", "true"], True), (["-disable-tls=yes"], True), (["-disable-tls=off"], False),
+    (["-disable-tls=T"], True), (["-disable-tls=0"], False), (["--disable-tls=FALSE"], False),
+])
+def test_boolean_flag_forms(argv: list[str], expected: bool) -> None:
+    assert run_command(["fake", *argv], {}).settings.disable_tls is expected
+
+
+def test_value_flag_forms() -> None:
+    for argv in (["-pods-dir", "/p"], ["-pods-dir=/p"], ["--pods-dir", "/p"],
+                 ["--pods-dir=/p"]):
+        assert run_command(["fake", *argv], {}).settings.pods_dir == "/p", argv
+    s = run_command(["fake", "-proxy-timeout", "90", "-vxlan-min-id=7"], {}).settings
+    assert s.proxy_timeout == timedelta(seconds=90) and s.vxlan_min_id == 7
+
+
+@pytest.mark.parametrize("argv", [
+    ["fake", "-disable-tls=maybe"], ["fake", "-pods-dir"], ["fake", "-proxy-timeout", "5x"],
+    ["fake", "extra"],
+])
+def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv, {}, loader=loader) == 2

@@ -21,13 +21,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from google.protobuf.message import Message
-
-from adaptor import ctl
-from protocols.kata import agent_pb2, health_pb2, hypervisor_pb2, oci_pb2, podvminfo_pb2
-from protocols.ttrpc import Client, Code, ConnectionClosed, TTRPCError
+from adaptor.shimclient import ShimClient, shim_annotations
+from protocols.kata import agent_pb2, health_pb2, oci_pb2
+from protocols.ttrpc import Code, ConnectionClosed, TTRPCError
 from providers.local.layout import poll_until
 from tests.netns import Netns, NetnsPool, sh, veth
 
@@ -37,14 +35,10 @@ POD_GATEWAY = "10.244.1.1"
 VM_SUBNET = "198.18.0.0/24"
 PROVIDER_BRIDGE = "ppbr0"
 POD_NAMESPACE = "e2e"
-HYPERVISOR = "hypervisor.Hypervisor"
 START_TIMEOUT = 120.0  # StartVM deadline sent on the wire (the shim sends 600 s)
-DIAL_TIMEOUT = 30.0  # the shim's agent dial_timeout
+SERVING = health_pb2.HealthCheckResponse.SERVING
 DNS = ["nameserver 10.96.0.10", "search e2e.svc.cluster.local svc.cluster.local"]
 SHIM_NAMESPACES = [{"Type": "ipc"}, {"Type": "uts"}, {"Type": "mount"}]
-
-Resp = TypeVar("Resp", bound=Message)
-
 
 # --------------------------------------------------------------------------- topology
 
@@ -229,49 +223,33 @@ class Adaptor:
 
 
 class Shim:
-    """The Kata shim's hypervisor client: a new unix connection for every call."""
+    """The Kata shim's hypervisor client (:class:`ShimClient`: a new unix connection for
+    every call), speaking for the test's pods."""
 
     def __init__(self, socket: Path) -> None:
-        self.socket = str(socket)
-
-    async def _call(self, service: str, method: str, request: Message,
-                    response: type[Resp], timeout: float) -> Resp:
-        async with await Client.connect_unix(self.socket) as client:
-            return await client.call(service, method, request, response, timeout=timeout)
+        self.client = ShimClient(str(socket))
 
     async def create_vm(self, sandbox_id: str, pod: Pod) -> str:
-        request = hypervisor_pb2.CreateVMRequest(
-            id=sandbox_id, networkNamespacePath=pod.ns.path,
-            annotations=ctl.shim_annotations(pod=pod.name, namespace=POD_NAMESPACE),
-        )
-        reply = await self._call(HYPERVISOR, "CreateVM", request,
-                                 hypervisor_pb2.CreateVMResponse, 60)
-        return reply.agentSocketPath
+        annotations = shim_annotations(pod=pod.name, namespace=POD_NAMESPACE)
+        return await self.client.create_vm(sandbox_id, annotations, pod.ns.path, timeout=60)
 
     async def start_vm(self, sandbox_id: str) -> None:
-        await self._call(HYPERVISOR, "StartVM", hypervisor_pb2.StartVMRequest(id=sandbox_id),
-                         hypervisor_pb2.StartVMResponse, START_TIMEOUT)
+        await self.client.start_vm(sandbox_id, START_TIMEOUT)
 
     async def stop_vm(self, sandbox_id: str) -> None:
-        await self._call(HYPERVISOR, "StopVM", hypervisor_pb2.StopVMRequest(id=sandbox_id),
-                         hypervisor_pb2.StopVMResponse, 60)
+        await self.client.stop_vm(sandbox_id, timeout=60)
 
     async def version(self) -> str:
-        reply = await self._call(HYPERVISOR, "Version", hypervisor_pb2.VersionRequest(),
-                                 hypervisor_pb2.VersionResponse, 5)
-        return reply.version
+        return await self.client.version()
 
     async def instance_id(self, pod: Pod) -> str:
         """``podvminfo.PodVMInfo/GetInfo``: the pod's instance id ("" when it has none)."""
-        request = podvminfo_pb2.GetInfoRequest(PodName=pod.name, PodNamespace=POD_NAMESPACE)
         try:
-            reply = await self._call("podvminfo.PodVMInfo", "GetInfo", request,
-                                     podvminfo_pb2.GetInfoResponse, 10)
+            return await self.client.get_info(pod.name, POD_NAMESPACE, timeout=10)
         except TTRPCError as exc:
             if exc.code == Code.NOT_FOUND:
                 return ""
             raise
-        return reply.VMID
 
 
 # --------------------------------------------------------------------------- agent requests
@@ -294,62 +272,6 @@ def create_container_request(container_id: str, pod: Pod) -> agent_pb2.CreateCon
     )
     return agent_pb2.CreateContainerRequest(container_id=container_id, exec_id=container_id,
                                             OCI=spec)
-
-
-class AgentSession:
-    """One sandbox's agent client as the shim keeps it: one connection for all calls, dialled
-    with retries for up to ``DIAL_TIMEOUT``; after the connection breaks the next call dials
-    again. Only calls made with ``retry=True`` (idempotent ones) are sent a second time."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.dials = 0
-        self._client: Client | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None and not self._client.closed
-
-    async def _connect(self) -> Client:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DIAL_TIMEOUT
-        while True:
-            try:
-                client = await Client.connect_unix(self.path)
-            except OSError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-                continue
-            self.dials += 1
-            return client
-
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    async def call(self, service: str, method: str, request: Message, response: type[Resp],
-                   timeout: float | None = 60.0, *, retry: bool = False) -> Resp:
-        if self._client is None or self._client.closed:
-            await self._drop()
-            self._client = await self._connect()
-        try:
-            return await self._client.call(service, method, request, response, timeout=timeout)
-        except ConnectionClosed:
-            await self._drop()
-            if not retry:
-                raise
-        self._client = await self._connect()
-        return await self._client.call(service, method, request, response, timeout=timeout)
-
-    async def check(self) -> str:
-        reply = await self.call("grpc.Health", "Check", health_pb2.CheckRequest(),
-                                health_pb2.HealthCheckResponse, 30, retry=True)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-    async def aclose(self) -> None:
-        await self._drop()
 
 
 # --------------------------------------------------------------------------- residue

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 
 import pytest
 from google.protobuf import empty_pb2
 
+from adaptor.shimclient import AgentClient
 from protocols.apf import loads as load_apf
 from protocols.kata import agent_pb2
 from providers.local.layout import poll_until
 from tests.e2e.harness import (
     POD_GATEWAY,
     POD_NAMESPACE,
+    SERVING,
     SHIM_NAMESPACES,
     WORKER_IP,
     Adaptor,
-    AgentSession,
     Pod,
     Shim,
     WorkerNode,
@@ -59,6 +61,72 @@ def assert_tunnel_carries_traffic(worker: WorkerNode, pod: Pod, neighbour: Pod,
     assert seen == pod.ip
 
 
+def assert_vm_config(adaptor: Adaptor, pod: Pod, instance_id: str) -> None:
+    """The VM got apf.json through its user-data: mutual TLS and this pod's network."""
+    apf = load_apf((adaptor.state_dir / instance_id / "run/peerpod/apf.json").read_text())
+    assert apf.tls_server_cert and apf.tls_server_key and apf.tls_client_ca
+    assert apf.pod_network is not None and apf.pod_network.tunnel_type == "vxlan"
+    assert apf.pod_network.pod_ip == f"{pod.ip}/24"
+    assert apf.pod_network.worker_node_ip == f"{WORKER_IP}/24"
+    # The worker end of the tunnel sits in the pod netns, with the id the VM was given.
+    assert vxlan_id(pod.ns, "vxlan1") == apf.pod_network.vxlan_id
+    assert vxlan_id(vm_pod_netns(instance_id), "eth0") == apf.pod_network.vxlan_id
+
+
+async def run_pod(adaptor: Adaptor, agent: AgentClient, sid: str, pod: Pod,
+                  instance_id: str, traffic: Callable[[], None]) -> None:
+    """The shim's agent calls for one pod, with ``traffic`` checked while it runs."""
+    assert await agent.check() == SERVING
+    await agent.call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
+                     empty_pb2.Empty, 300)
+    await agent.call(AGENT, "CreateContainer", create_container_request(sid, pod),
+                     empty_pb2.Empty, 60)
+    await agent.call(AGENT, "StartContainer", agent_pb2.StartContainerRequest(
+        container_id=sid), empty_pb2.Empty)
+    # WaitProcess blocks (no deadline, as the shim sends it) on the same connection...
+    waiting = asyncio.ensure_future(agent.call(
+        AGENT, "WaitProcess", agent_pb2.WaitProcessRequest(container_id=sid, exec_id=sid),
+        agent_pb2.WaitProcessResponse, None))
+    assert await poll_until(
+        lambda: "WaitProcess" in [c["method"] for c in adaptor.agent_calls(instance_id)],
+        10), adaptor.vm_log(instance_id)
+
+    await asyncio.to_thread(traffic)
+
+    # ... until the sandbox is destroyed (the shim's first step of a pod's end).
+    await agent.call(AGENT, "DestroySandbox", agent_pb2.DestroySandboxRequest(),
+                     empty_pb2.Empty)
+    assert (await asyncio.wait_for(waiting, 10)).status == 137
+
+
+def assert_agent_saw(adaptor: Adaptor, sid: str, pod: Pod, instance_id: str) -> None:
+    calls = adaptor.agent_calls(instance_id)
+    assert [c["method"] for c in calls] == [
+        "CreateSandbox", "CreateContainer", "StartContainer", "WaitProcess", "DestroySandbox"]
+    sandbox, container = calls[0]["request"], calls[1]["request"]
+    # The forwarder dropped the DNS entries and kept the rest.
+    assert "dns" not in sandbox
+    assert sandbox["hostname"] == pod.name and sandbox["sandbox_id"] == sid
+    # The container joins the VM's pod network namespace, after the shim's namespaces.
+    assert container["container_id"] == sid
+    podns = f"/run/netns/{vm_pod_netns(instance_id).name}"
+    assert container["OCI"]["Linux"]["Namespaces"] == [
+        *SHIM_NAMESPACES, {"Type": "network", "Path": podns}]
+    assert container["OCI"]["Annotations"]["io.kubernetes.cri.sandbox-name"] == pod.name
+
+
+def assert_residue_checks_see_the_pod(worker: WorkerNode, adaptor: Adaptor, pod: Pod,
+                                      instance_id: str, sid: str,
+                                      links_before: set[str]) -> None:
+    """While the pod runs, the residue checks see every piece of it (so they can fail)."""
+    running = " | ".join(vm_residue(worker, adaptor, pod, instance_id, sid))
+    for piece in (f"network namespace ppvm-{instance_id}-pod", f"veth ppv{instance_id}",
+                  "vxlan1 in", "ingress qdisc", "process", "provider directory", "sandbox.json"):
+        assert piece in running
+    running = " | ".join(worker_residue(worker, adaptor, links_before))
+    assert f"ppv{instance_id}" in running and "iptables rule" in running
+
+
 async def test_one_pod_through_the_whole_data_path(
     worker: WorkerNode, adaptor: Adaptor
 ) -> None:
@@ -75,66 +143,17 @@ async def test_one_pod_through_the_whole_data_path(
     await shim.start_vm(sid)
     instance_id = await shim.instance_id(pod)
     assert instance_id, "GetInfo names no instance after StartVM"
+    assert_vm_config(adaptor, pod, instance_id)
 
-    # The VM got apf.json through its user-data: mutual TLS and this pod's network.
-    apf = load_apf((adaptor.state_dir / instance_id / "run/peerpod/apf.json").read_text())
-    assert apf.tls_server_cert and apf.tls_server_key and apf.tls_client_ca
-    assert apf.pod_network is not None and apf.pod_network.tunnel_type == "vxlan"
-    assert apf.pod_network.pod_ip == f"{pod.ip}/24"
-    assert apf.pod_network.worker_node_ip == f"{WORKER_IP}/24"
-    # The worker end of the tunnel sits in the pod netns, with the id the VM was given.
-    assert vxlan_id(pod.ns, "vxlan1") == apf.pod_network.vxlan_id
-    assert vxlan_id(vm_pod_netns(instance_id), "eth0") == apf.pod_network.vxlan_id
-
-    agent = AgentSession(socket_path)
+    agent = AgentClient(socket_path)
     try:
-        assert await agent.check() == "SERVING"
-        await agent.call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
-                         empty_pb2.Empty, 300)
-        await agent.call(AGENT, "CreateContainer", create_container_request(sid, pod),
-                         empty_pb2.Empty, 60)
-        await agent.call(AGENT, "StartContainer", agent_pb2.StartContainerRequest(
-            container_id=sid), empty_pb2.Empty)
-        # WaitProcess blocks (no deadline, as the shim sends it) on the same connection...
-        waiting = asyncio.ensure_future(agent.call(
-            AGENT, "WaitProcess", agent_pb2.WaitProcessRequest(container_id=sid, exec_id=sid),
-            agent_pb2.WaitProcessResponse, None))
-        assert await poll_until(
-            lambda: "WaitProcess" in [c["method"] for c in adaptor.agent_calls(instance_id)],
-            10), adaptor.vm_log(instance_id)
-
-        await asyncio.to_thread(assert_tunnel_carries_traffic, worker, pod, neighbour,
-                                instance_id, 7000)
-
-        # ... until the sandbox is destroyed (the shim's first step of a pod's end).
-        await agent.call(AGENT, "DestroySandbox", agent_pb2.DestroySandboxRequest(),
-                         empty_pb2.Empty)
-        assert (await asyncio.wait_for(waiting, 10)).status == 137
+        await run_pod(adaptor, agent, sid, pod, instance_id, lambda: assert_tunnel_carries_traffic(
+            worker, pod, neighbour, instance_id, 7000))
     finally:
         await agent.aclose()
     assert agent.dials == 1  # one long-lived connection carried every call
-
-    calls = adaptor.agent_calls(instance_id)
-    assert [c["method"] for c in calls] == [
-        "CreateSandbox", "CreateContainer", "StartContainer", "WaitProcess", "DestroySandbox"]
-    sandbox, container = calls[0]["request"], calls[1]["request"]
-    # The forwarder dropped the DNS entries and kept the rest.
-    assert "dns" not in sandbox
-    assert sandbox["hostname"] == pod.name and sandbox["sandbox_id"] == sid
-    # The container joins the VM's pod network namespace, after the shim's namespaces.
-    assert container["container_id"] == sid
-    podns = f"/run/netns/{vm_pod_netns(instance_id).name}"
-    assert container["OCI"]["Linux"]["Namespaces"] == [
-        *SHIM_NAMESPACES, {"Type": "network", "Path": podns}]
-    assert container["OCI"]["Annotations"]["io.kubernetes.cri.sandbox-name"] == pod.name
-
-    # While the pod runs, the residue checks see every piece of it (so they can fail).
-    running = " | ".join(vm_residue(worker, adaptor, pod, instance_id, sid))
-    for piece in (f"network namespace ppvm-{instance_id}-pod", f"veth ppv{instance_id}",
-                  "vxlan1 in", "ingress qdisc", "process", "provider directory", "sandbox.json"):
-        assert piece in running
-    running = " | ".join(worker_residue(worker, adaptor, links_before))
-    assert f"ppv{instance_id}" in running and "iptables rule" in running
+    assert_agent_saw(adaptor, sid, pod, instance_id)
+    assert_residue_checks_see_the_pod(worker, adaptor, pod, instance_id, sid, links_before)
 
     await shim.stop_vm(sid)
     assert await shim.instance_id(pod) == ""

@@ -8,10 +8,11 @@ import secrets
 
 import pytest
 
+from adaptor.shimclient import AgentClient
 from tests.e2e.harness import (
     POD_GATEWAY,
+    SERVING,
     Adaptor,
-    AgentSession,
     Shim,
     WorkerNode,
     vm_pod_netns,
@@ -40,10 +41,10 @@ async def test_ten_pods_at_once(worker: WorkerNode, adaptor: Adaptor) -> None:
     instances = await asyncio.gather(*(shim.instance_id(pod) for pod in pods))
     assert all(instances) and len(set(instances)) == PODS
 
-    sessions = [AgentSession(path) for path in sockets]
+    sessions = [AgentClient(path) for path in sockets]
     try:
         statuses = await asyncio.gather(*(session.check() for session in sessions))
-        assert statuses == ["SERVING"] * PODS
+        assert statuses == [SERVING] * PODS
     finally:
         for session in sessions:
             await session.aclose()

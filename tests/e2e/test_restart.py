@@ -12,11 +12,12 @@ import secrets
 import pytest
 from google.protobuf import empty_pb2
 
+from adaptor.shimclient import AgentClient
 from providers.local.layout import poll_until
 from tests.e2e.harness import (
     POD_GATEWAY,
+    SERVING,
     Adaptor,
-    AgentSession,
     Shim,
     WorkerNode,
     create_container_request,
@@ -53,14 +54,14 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
 
     # Two pods run before the restart; the third is created after it.
     running = list(zip(pods[:2], sids[:2], strict=True))
-    sessions: dict[str, AgentSession] = {}
+    sessions: dict[str, AgentClient] = {}
     instances: dict[str, str] = {}
     try:
         for pod, sid in running:
-            sessions[sid] = AgentSession(await shim.create_vm(sid, pod))
+            sessions[sid] = AgentClient(await shim.create_vm(sid, pod))
             await shim.start_vm(sid)
             instances[sid] = await shim.instance_id(pod)
-            assert await sessions[sid].check() == "SERVING"
+            assert await sessions[sid].check() == SERVING
             await sessions[sid].call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
                                      empty_pb2.Empty, 300)
         ids_before = {sid: vxlan_id(pod.ns, "vxlan1") for pod, sid in running}
@@ -74,7 +75,7 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
         for pod, sid in running:
             session = sessions[sid]
             dials = session.dials
-            assert await session.check() == "SERVING"  # re-dials the same socket path
+            assert await session.check() == SERVING  # re-dials the same socket path
             assert session.dials == dials + 1
             await session.call(AGENT, "CreateContainer", create_container_request(sid, pod),
                                empty_pb2.Empty, 60)
@@ -88,10 +89,10 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
 
         # A pod created after the restart does not reuse a VXLAN id still in use.
         new_pod, new_sid = pods[2], sids[2]
-        sessions[new_sid] = AgentSession(await shim.create_vm(new_sid, new_pod))
+        sessions[new_sid] = AgentClient(await shim.create_vm(new_sid, new_pod))
         await shim.start_vm(new_sid)
         instances[new_sid] = await shim.instance_id(new_pod)
-        assert await sessions[new_sid].check() == "SERVING"
+        assert await sessions[new_sid].check() == SERVING
         assert vxlan_id(new_pod.ns, "vxlan1") not in ids_before.values()
         peer = await asyncio.to_thread(echo, worker.ns, vm_pod_netns(instances[new_sid]),
                                        "tcp", new_pod.ip, 7000, "new pod")

@@ -1,36 +1,38 @@
-"""Run ``cloud-api-adaptor`` with the test doubles registered (tests and benchmarks only).
+"""Run ``cloud-api-adaptor`` with the test doubles (tests and benchmarks only).
 
     python -m tests.fakes.run_adaptor fakecloud [flags]   # from the repository root
 
-Adds the ``fakecloud`` provider (``tests.fakes.httpprovider``, a loopback fake cloud whose
-VMs outlive the adaptor) and ``TUNNEL_TYPE=fake`` (``tests.fakes.network``: no netns, real
-VXLAN id allocator), then runs the real entry point.
+Gives the real entry point (:func:`adaptor.__main__.main`) a provider loader that also knows
+``fakecloud`` (``tests.fakes.httpprovider``, a loopback fake cloud whose VMs outlive the
+adaptor) and a network factory that understands ``TUNNEL_TYPE=fake``
+(``tests.fakes.network``: no netns, real VXLAN id allocator).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
 
-from adaptor import server
 from adaptor.__main__ import main
 from adaptor.config import AdaptorSettings
 from adaptor.network.base import WorkerNetwork
+from adaptor.server import make_network as real_make_network
 from providers import registry
 from tests.fakes.network import FakeWorkerNetwork
 
-registry.PROVIDERS["fakecloud"] = registry.ProviderEntry(
-    "fakecloud", "tests.fakes.httpprovider", None
-)
-_real_make_network = server.make_network
+
+def load_provider(name: str) -> ModuleType:
+    if name == "fakecloud":
+        return importlib.import_module("tests.fakes.httpprovider")
+    return registry.load(name)
 
 
-def _make_network(settings: AdaptorSettings) -> WorkerNetwork:
+def make_network(settings: AdaptorSettings) -> WorkerNetwork:
     if settings.tunnel_type == "fake":
         return FakeWorkerNetwork()
-    return _real_make_network(settings)
+    return real_make_network(settings)
 
-
-server.make_network = _make_network
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(loader=load_provider, make_network=make_network))

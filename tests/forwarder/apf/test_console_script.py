@@ -102,7 +102,7 @@ async def test_second_signal_exits_at_once(running: Running, pki: Pki,
         running.process.send_signal(signal.SIGTERM)
         assert await running.next_notification() == "STOPPING=1"
         # The in-flight call holds the shutdown in its grace period; a second signal ends it.
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: "calls in flight get" in running.log.read_text(), limit=20)
         assert running.process.returncode is None
         running.process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(running.process.wait(), 3) == 1

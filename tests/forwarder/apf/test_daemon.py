@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,9 @@ import pytest
 from forwarder.apf.daemon import Forwarder, PodNetworkHandle, StartupError
 from forwarder.apf.options import Options
 from protocols.apf import ApfConfig, PodNetwork, loads
-from tests.forwarder.apf.helpers import FakeAgent, Pki
+from protocols.kata import health_pb2
+from protocols.ttrpc import Client
+from tests.forwarder.apf.helpers import SERVER_NAME, FakeAgent, Pki
 
 
 class Network:
@@ -90,5 +94,51 @@ async def test_tls_error_comes_before_any_network_change(agent: FakeAgent) -> No
 async def test_real_pod_network_with_tunnel_none(pki: Pki, agent: FakeAgent) -> None:
     cfg = loads(pki.apf_json(**{"pod-network": {"tunnel-type": "none"}}))
     fwd = Forwarder(options(agent), cfg, environ={})
+    await fwd.start()
+    await fwd.aclose(grace=0)
+
+
+async def test_a_server_certificate_without_client_ca_is_refused(
+    pki: Pki, agent: FakeAgent
+) -> None:
+    """apf.json comes from untrusted user-data: without tls-client-ca nobody would be asked
+    for a client certificate, so the forwarder does not start at all."""
+    net = Network()
+    no_ca = loads(pki.apf_json(**{"tls-client-ca": ""}))
+    fwd = Forwarder(options(agent), no_ca, network_setup=net.setup, environ={})
+    with pytest.raises(StartupError, match="refusing to serve the agent API without mutual "
+                       "TLS: no client CA is configured"):
+        await fwd.start()
+    assert net.events == [] and fwd.address is None
+
+
+@pytest.mark.parametrize("flag", ["disable_tls", "tls_skip_verify"])
+async def test_running_without_client_certificates_takes_an_explicit_flag(
+    pki: Pki, agent: FakeAgent, flag: str
+) -> None:
+    no_ca = loads(pki.apf_json(**{"tls-client-ca": ""}))
+    opts = dataclasses.replace(options(agent), **{flag: True})
+    fwd = Forwarder(opts, no_ca, network_setup=Network().setup, environ={})
+    host, port = await fwd.start()
+    try:
+        # No client certificate is asked for: anyone who reaches the port is served.
+        context = None if flag == "disable_tls" else ssl.create_default_context(
+            cadata=pki.ca.cert_pem)
+        client = await Client.connect_tcp(host, port, ssl=context,
+                                          server_hostname=SERVER_NAME if context else None)
+        async with client:
+            reply = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                      health_pb2.HealthCheckResponse, timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await fwd.aclose(grace=0)
+
+
+async def test_upstream_apf_json_without_tls_works_with_disable_tls(agent: FakeAgent) -> None:
+    plain = ApfConfig(pod_namespace="default", pod_name="nginx")
+    refused = Forwarder(options(agent), plain, environ={})
+    with pytest.raises(StartupError, match="no server certificate"):
+        await refused.start()
+    fwd = Forwarder(dataclasses.replace(options(agent), disable_tls=True), plain, environ={})
     await fwd.start()
     await fwd.aclose(grace=0)

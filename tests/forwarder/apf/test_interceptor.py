@@ -14,7 +14,7 @@ from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import VOLUME_TARGET_PATH_KEY, mountinfo_checker
 from protocols.kata import agent_pb2, oci_pb2
 from protocols.ttrpc import Client, Code, Server, TTRPCError
-from tests.forwarder.apf.helpers import FakeAgent
+from tests.forwarder.apf.helpers import FakeAgent, wait_until
 
 AGENT = "grpc.AgentService"
 NETNS = "/run/netns/podns-test"
@@ -25,6 +25,12 @@ class Setup:
     def __init__(self, tmp_path: Path) -> None:
         self.mountinfo = tmp_path / "mountinfo"
         self.mountinfo.write_text(MOUNTINFO_ROOT)
+        self._check = mountinfo_checker(str(self.mountinfo))
+        self.checks: list[str] = []  # every path the interceptor asked about, in order
+
+    def is_mounted(self, path: str) -> bool:
+        self.checks.append(path)
+        return self._check(path)
 
     def add_mount(self, path: str) -> None:
         escaped = path.replace(" ", "\\040")
@@ -41,7 +47,7 @@ def setup(tmp_path: Path) -> Setup:
 async def client(agent: FakeAgent, setup: Setup, tmp_path: Path) -> AsyncIterator[Client]:
     relay = AgentRelay(agent.path, dial_timeout=5)
     interceptor = Interceptor(relay, pod_netns=NETNS, pod="default/nginx",
-                              is_mounted=mountinfo_checker(str(setup.mountinfo)),
+                              is_mounted=setup.is_mounted,
                               mount_wait_limit=2.0)
     server = Server()
     interceptor.register(server)
@@ -135,7 +141,8 @@ async def test_waits_for_csi_target_path_mount(client: Client, agent: FakeAgent,
         Annotations={VOLUME_TARGET_PATH_KEY: f"/other/path, {target}"},
         Mounts=[oci_pb2.Mount(destination="/data", source=str(target), type="bind")])
     call = asyncio.create_task(create(client, container(spec)))
-    await asyncio.sleep(0.4)
+    # It has found the target not mounted and asks again: it is waiting for the mount.
+    await wait_until(lambda: setup.checks.count(str(target)) >= 2)
     assert not call.done()
     assert agent.calls("CreateContainer") == []
     setup.add_mount(str(target))

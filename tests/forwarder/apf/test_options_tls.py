@@ -50,7 +50,7 @@ def test_go_and_gnu_flag_spellings() -> None:
     (["-nope"], "flag provided but not defined: -nope"),
     (["-config"], "flag needs an argument: -config"),
     (["-disable-tls=maybe"], "invalid boolean value"),
-    (["-disable-tls", "false"], "unexpected argument 'false'"),
+    (["-disable-tls", "maybe"], "unexpected argument 'maybe'"),
     (["-listen", "15150"], "missing port"),
     (["-listen", "x:99999"], "port out of range"),
     (["-listen", "::1:80"], "IPv6 hosts need brackets"),
@@ -83,6 +83,11 @@ def test_main_usage_version_and_startup_errors(
     no_certs.write_text('{"pod-name": "p", "pod-namespace": "ns"}')
     assert main(["-config", str(no_certs), "-listen", "127.0.0.1:0"]) == 1
     assert "TLS is enabled but no server certificate" in capsys.readouterr().err
+
+    no_ca = tmp_path / "no-ca.json"
+    no_ca.write_text(pki.apf_json(**{"tls-client-ca": ""}))
+    assert main(["-config", str(no_ca), "-listen", "127.0.0.1:0"]) == 1
+    assert "refusing to serve the agent API without mutual TLS" in capsys.readouterr().err
 
 
 def test_load_config(tmp_path: Path, pki: Pki) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,13 +162,16 @@ async def test_blocking_call_does_not_delay_others(client: Client, agent: FakeAg
 
 
 async def test_agent_restart_is_survived(client: Client, agent: FakeAgent,
-                                         forwarder: Forwarder) -> None:
+                                         forwarder: Forwarder,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="forwarder.apf.relay")
     assert await check(client) == health_pb2.HealthCheckResponse.SERVING
     await agent.stop()
     await wait_until(lambda: not forwarder.relay.connected)
-    # A call made while the agent is down waits for it to come back.
+    dials = caplog.text.count("trying to establish agent connection")
+    # A call made while the agent is down waits for it to come back: the relay dials again.
     pending = asyncio.create_task(check(client, timeout=20))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: caplog.text.count("trying to establish agent connection") > dials)
     assert not pending.done()
     await agent.start()
     assert await asyncio.wait_for(pending, 20) == health_pb2.HealthCheckResponse.SERVING

@@ -8,28 +8,10 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from protocols.ttrpc import CallContext, Code, Server, TTRPCError
+from protocols.ttrpc import CallContext, Code, Server
+from tests.protocols.ttrpc.echo import echo
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]
-
-
-async def echo(ctx: CallContext, payload: bytes) -> bytes:
-    """Test service: the payload says what to do."""
-    if payload.startswith(b"sleep:"):
-        await asyncio.sleep(float(payload[6:]))
-        return payload
-    if payload.startswith(b"error:"):
-        code, _, message = payload[6:].decode().partition(":")
-        raise TTRPCError(int(code), message)
-    if payload == b"boom":
-        raise RuntimeError("handler exploded")
-    if payload.startswith(b"big:"):
-        return b"x" * int(payload[4:])
-    if payload == b"metadata":
-        return repr(ctx.metadata).encode()
-    if payload == b"deadline":
-        return repr(ctx.remaining()).encode()
-    return payload
 
 
 def pytest_asyncio_loop_factories(

@@ -33,6 +33,7 @@ from protocols.ttrpc import (
 from protocols.ttrpc.messages import decode_response, encode_request
 from protocols.ttrpc.testing import connect_pair
 from tests.protocols.ttrpc.conftest import read_frame
+from tests.protocols.ttrpc.echo import until_handling
 
 
 async def test_many_calls_in_flight_complete_out_of_order(unix_path: str) -> None:
@@ -262,7 +263,7 @@ async def test_client_survives_oversized_response_frame(tmp_path: Path) -> None:
 async def test_closed_connection_fails_pending_calls(server: Server) -> None:
     client = await connect_pair(server)
     pending = asyncio.ensure_future(client.call_raw("test.Echo", "Any", b"sleep:10"))
-    await asyncio.sleep(0.05)
+    await until_handling(b"sleep:10")
     await client.aclose()
     with pytest.raises(ConnectionClosed, match="ttrpc: closed"):
         await pending
@@ -273,7 +274,7 @@ async def test_closed_connection_fails_pending_calls(server: Server) -> None:
 async def test_server_going_away_fails_pending_calls(unix_path: str, server: Server) -> None:
     client = await Client.connect_unix(unix_path)
     pending = asyncio.ensure_future(client.call_raw("test.Echo", "Any", b"sleep:10"))
-    await asyncio.sleep(0.05)
+    await until_handling(b"sleep:10")
     await server.shutdown(grace=0)
     with pytest.raises((ConnectionClosed, TTRPCError)):
         await pending
@@ -310,7 +311,7 @@ async def test_shutdown_finishes_calls_in_flight_and_stops_accepting(
 ) -> None:
     client = await Client.connect_unix(unix_path)
     pending = asyncio.ensure_future(client.call_raw("test.Echo", "Any", b"sleep:0.2"))
-    await asyncio.sleep(0.05)
+    await until_handling(b"sleep:0.2")
     await server.shutdown(grace=5)
     assert await pending == b"sleep:0.2"
     with pytest.raises(OSError):
