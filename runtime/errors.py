@@ -10,7 +10,7 @@ existing handlers keep working.
 
     PeerPodsError
     ├── UsageError              bad command line or settings; exit status 2   (runtime)
-    │   └── SettingsError       a setting cannot be parsed or is missing      (runtime.settings)
+    │   └── SettingsError       a setting cannot be parsed or is missing      (runtime.values)
     ├── StartupError            a daemon cannot start (socket, certificate)   (runtime)
     ├── TLSProfileError         unreadable or invalid TLS material            (runtime.tlsprofile)
     ├── NotifyError             sd_notify could not be sent                   (runtime.sdnotify)
