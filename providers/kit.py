@@ -109,16 +109,18 @@ def _make(factory: ErrorFactory, exc: BaseException, context: str) -> ProviderEr
 
 
 @contextmanager
-def translate_errors(translate: Translator) -> Iterator[None]:
-    """Let :class:`ProviderError` through and turn any other exception into one (the rate
-    limiter's timeout too, so that the message names the action)."""
+def translate_errors(
+    translate: Translator, catch: tuple[type[Exception], ...] = (Exception,)
+) -> Iterator[None]:
+    """Let :class:`ProviderError` through and turn the exceptions in ``catch`` into one (the
+    rate limiter's timeout too, so that the message names the action)."""
     try:
         yield
     except RateLimitTimeout as exc:
         raise translate(exc) from exc
     except ProviderError:
         raise
-    except Exception as exc:
+    except catch as exc:
         raise translate(exc) from exc
 
 
