@@ -84,10 +84,10 @@ class ErrorTable:
     default: ErrorFactory = ProviderError
 
     def translate(self, exc: BaseException, context: str) -> ProviderError:
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, RateLimitTimeout):
             return Throttled(f"{context}: client-side rate limit did not admit the call in time")
+        if isinstance(exc, ProviderError):
+            return exc
         for matcher, factory in self.rules:
             if isinstance(matcher, type):
                 hit = isinstance(exc, matcher)

@@ -9,6 +9,7 @@ pytest request (to pull the fixtures it needs) and the test's node name, and ret
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -146,8 +147,11 @@ def local(request: pytest.FixtureRequest, node: str) -> Subject:
     )
     request.addfinalizer(lambda: _delete_link(settings.bridge))
 
-    async def residue(name: str) -> set[str]:
+    def entries() -> set[str]:
         return {p.name for p in state.iterdir()} if state.exists() else set()
+
+    async def residue(name: str) -> set[str]:
+        return await asyncio.to_thread(entries)
 
     return Subject(
         make=lambda: LocalProvider(settings, node_name=node),
