@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from providers.base import InstanceSpec, Provider
+from tests.fakes.cloudapi import CloudAPI
 
 Residue = Callable[[str], Awaitable[set[str]]]
 
@@ -165,6 +166,47 @@ def local(request: pytest.FixtureRequest, node: str) -> Subject:
     )
 
 
+@pytest.fixture
+async def cloud_api(tmp_path: Path) -> AsyncIterator[CloudAPI]:
+    """The loopback fake cloud API (``tests.fakes.cloudapi``), its VMs not booted."""
+    api = CloudAPI(str(tmp_path))
+    api.cloud.boot = False
+    await api.start()
+    yield api
+    await api.aclose()
+
+
+def fakecloud(request: pytest.FixtureRequest, node: str) -> Subject:
+    """The HTTP fake the subprocess adaptor tests use: the way a cloud without an emulator
+    (Azure, GCP) plugs in, an SDK-less client against a loopback server."""
+    from tests.fakes.httpprovider import HttpProvider, Settings
+
+    api: CloudAPI = request.getfixturevalue("cloud_api")
+
+    def closed_port() -> str:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def residue(name: str) -> set[str]:
+        return {i.id for i in api.provider.instances.values() if i.name == name}
+
+    def slow() -> None:
+        api.provider.faults.create_delay = 0.3
+
+    return Subject(
+        make=lambda: HttpProvider(Settings(url=api.url)),
+        make_bad=lambda: HttpProvider(Settings(url=closed_port())),
+        unsupported=InstanceSpec(volumes=("vol-1",)),
+        unsupported_field="volumes",
+        unknown_id="i-9999",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
 def _delete_link(name: str) -> None:
     import subprocess
 
@@ -177,4 +219,5 @@ FACTORIES: dict[str, tuple[Factory, tuple[pytest.MarkDecorator, ...]]] = {
     "local": (local, (pytest.mark.root, pytest.mark.netns)),
     "aws": (aws, ()),
     "libvirt": (libvirt, ()),
+    "fakecloud": (fakecloud, ()),
 }
