@@ -186,9 +186,10 @@ class Provider(Protocol):
         it from its callers, and when a caller gives up it awaits the result and deletes the
         instance itself. A provider may therefore assume the call runs to completion and
         needs no shield, orphan queue or background task of its own. Should the task be
-        cancelled anyway (the event loop closing), the provider releases what it can reach at
-        once without waiting for a blocking call in flight; everything it made is tagged from
-        the first cloud call, so the orphan sweep finds the rest.
+        cancelled anyway (the event loop closing), the provider releases what it already
+        knows of, without waiting for a blocking call in flight; whatever that call still
+        makes carries the request's tags (or, for resources without tags, its name), so the
+        orphan sweep or the next create of that name removes it.
         """
         ...
 

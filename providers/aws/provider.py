@@ -287,7 +287,7 @@ class AwsProvider:
         log.info("sandbox=%s instance=%s: created instance %s", sid, instance_id, request.name)
         try:
             return await self._finish(request, created)
-        except Exception:
+        except BaseException:
             await self._delete_quietly(instance_id)
             raise
 
