@@ -211,7 +211,11 @@ class Provider(Protocol):
         ...
 
     async def instance_types(self) -> InstanceTypeCatalogue | None:
-        """The instance-type catalogue, or ``None`` when this cloud has no instance types."""
+        """The instance-type catalogue, or ``None`` when this cloud has no instance types.
+
+        Postcondition: creates nothing; every type in ``specs`` is in ``allowed`` or, without
+        an allow-list, is ``default``.
+        """
         ...
 
     async def verify_config(self) -> None:

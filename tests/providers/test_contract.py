@@ -223,6 +223,16 @@ async def test_verify_config_good_and_bad(subject: Subject, provider: Provider) 
         await bad.verify_config()
 
 
+async def test_instance_types_stay_within_the_allow_list(
+    subject: Subject, provider: Provider, node: str
+) -> None:
+    catalogue = await provider.instance_types()
+    if catalogue is not None:
+        allowed = set(catalogue.allowed) or {catalogue.default}
+        assert {spec.name for spec in catalogue.specs} <= allowed
+    assert await ids(provider, **{NODE_TAG: node}) == set()
+
+
 async def test_aclose_twice(subject: Subject, provider: Provider, node: str) -> None:
     await provider.list_instances({NODE_TAG: node})  # clients and threads in use
     await provider.aclose()
