@@ -1,7 +1,30 @@
 """The Provider contract: value types, the protocol every cloud driver implements, errors.
 
-Providers import only this module (and ``runtime.settings``) from the project, plus
-their own cloud SDK. The adaptor talks to every cloud through :class:`Provider`.
+Providers import only this module, :mod:`providers.kit` (and :mod:`providers.ratelimit`)
+and :mod:`runtime` from the project, plus their own cloud SDK. The adaptor talks to every
+cloud through :class:`Provider`; ``tests/providers/test_contract.py`` checks every provider
+against the postconditions written on its methods below.
+
+Adding a provider, in five steps (``<cloud>`` is the provider's name):
+
+1. ``providers/<cloud>/settings.py``: a frozen dataclass of ``runtime.settings.setting``
+   fields (upstream env names and flags); ``providers/<cloud>/__init__.py`` exports it as
+   ``Settings`` with ``make_provider(settings, *, node_name)``, importing no SDK at module
+   level.
+2. ``providers/<cloud>/errors.py``: the error table, a :class:`providers.kit.ErrorTable`
+   (or a function of the same shape) from SDK exceptions to the :class:`ProviderError`
+   subclasses below, and a ``classify`` function saying which exceptions to retry.
+3. ``providers/<cloud>/provider.py``: the SDK calls. Run blocking calls on a
+   :class:`providers.kit.BlockingCalls` pool through :class:`providers.kit.SdkCaller`
+   (retry, rate limit, error translation), map tags with :class:`providers.kit.TagMap`,
+   map the cloud's states with an :class:`InstanceState` table, and refuse the spec fields
+   the cloud cannot honour with :func:`providers.kit.refuse_unsupported`.
+4. ``providers/registry.py``: one :class:`providers.registry.ProviderEntry` line, and the
+   SDK as an extra in ``pyproject.toml``.
+5. ``tests/providers/test_contract.py``: one factory in ``FACTORIES`` that builds the provider
+   against the cloud's loopback fake or emulator; the whole contract suite then runs on it.
+
+Cancellation is owned by the adaptor alone: see :meth:`Provider.create_instance`.
 """
 
 from __future__ import annotations
@@ -9,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, runtime_checkable
 
@@ -44,7 +68,13 @@ class InstanceSpec:
 
     ``instance_type`` is the type the adaptor selected (``None`` for providers without
     instance types, such as libvirt). ``vcpus`` and ``memory_mib`` are the annotation values
-    (0 when absent). ``image`` is the image override annotation, ``None`` when absent.
+    (0 when absent); so are ``gpus`` and ``gpu_model``. ``image`` is the image override
+    annotation, ``None`` when absent. ``multi_nic`` asks for a second NIC
+    (``EXTERNAL_NETWORK_VIA_PODVM``). ``volumes`` is filled by nobody yet and is refused by
+    every provider; it stays only until sandbox records stop carrying it.
+
+    A provider honours every field that differs from its default, or refuses the request
+    with :class:`InvalidSpec` naming the field (:func:`providers.kit.refuse_unsupported`).
     """
 
     instance_type: str | None = None
@@ -59,7 +89,11 @@ class InstanceSpec:
 
 @dataclass(frozen=True, slots=True)
 class InstanceRequest:
-    """One pod VM to create. The name and user-data are made by the adaptor, never invented."""
+    """One pod VM to create. The name and user-data are made by the adaptor, never invented.
+
+    ``tags`` are the logical tags (:func:`adaptor_tags`); the provider maps them to its
+    cloud's keys and back in one place (:class:`providers.kit.TagMap`).
+    """
 
     name: str
     sandbox_id: str
@@ -75,12 +109,24 @@ class InstanceRequest:
     attempt: int = 0
 
 
+class InstanceState(StrEnum):
+    """The one set of instance states; every provider maps its cloud's words to these."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"  # gone or going (shutting down); never listed
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Instance:
     """A pod VM as the cloud reports it.
 
     ``created_at`` (timezone-aware) lets the orphan sweep honour its grace period; ``None``
     when the cloud does not tell, in which case the sweep treats the instance as old.
+    ``tags`` carry the logical keys and values the instance was created with.
     """
 
     id: str
@@ -88,7 +134,7 @@ class Instance:
     ips: tuple[IPAddress, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
-    state: str = ""
+    state: InstanceState = InstanceState.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,33 +161,75 @@ class InstanceTypeCatalogue:
 
 @runtime_checkable
 class Provider(Protocol):
+    """One cloud. Constructors only store settings; network calls happen in methods.
+
+    Every error leaving a method is a :class:`ProviderError`; SDK exceptions never do.
+    """
+
     name: str
 
     async def create_instance(self, request: InstanceRequest) -> Instance:
         """Create and boot one pod VM named ``request.name``, tagged with ``request.tags``.
 
-        On success the VM is booting and ``ips`` is non-empty. On failure, everything this
-        call created has already been released.
+        Postcondition: the VM exists, is booting or running, ``ips`` is non-empty and
+        ``tags`` holds ``request.tags`` (logical keys). Idempotent per ``sandbox_id`` while
+        the instance exists: a second create for the same sandbox (a retry, a restarted
+        adaptor) returns that same instance and makes no other. After the sandbox's instance
+        was deleted, a create makes a new instance (``request.attempt`` tells creations of
+        one sandbox apart; a cloud idempotency token is derived from it), never the deleted
+        one. Spec fields the provider cannot honour raise :class:`InvalidSpec` before
+        anything is made. On failure (an exception), everything this call made has been
+        released, as far as the cloud let it (what a failed release leaves carries the
+        request's tags, so the orphan sweep finds it).
+
+        Cancellation belongs to the adaptor: it runs this call in a task of its own, shields
+        it from its callers, and when a caller gives up it awaits the result and deletes the
+        instance itself. A provider may therefore assume the call runs to completion and
+        needs no shield, orphan queue or background task of its own. Should the task be
+        cancelled anyway (the event loop closing), the provider releases what it already
+        knows of, without waiting for a blocking call in flight; whatever that call still
+        makes carries the request's tags (or, for resources without tags, its name), so the
+        orphan sweep or the next create of that name removes it.
         """
         ...
 
     async def delete_instance(self, instance_id: str) -> None:
-        """Delete the VM and its provider-side extras. Deleting a missing VM succeeds."""
+        """Delete the VM and its provider-side extras.
+
+        Postcondition: the instance is gone or going, and no longer listed. Deleting an
+        instance twice, or an id the cloud never knew, succeeds.
+        """
         ...
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
-        """Instances carrying all these tags (used by the orphan sweep)."""
+        """The live instances carrying every one of ``tags`` (logical keys; ``{}``: all the
+        provider's instances).
+
+        Postcondition: each result's ``tags`` holds every given key with the given value;
+        deleted (terminated) instances are not listed.
+        """
         ...
 
     async def instance_types(self) -> InstanceTypeCatalogue | None:
-        """The instance-type catalogue, or ``None`` when this cloud has no instance types."""
+        """The instance-type catalogue, or ``None`` when this cloud has no instance types.
+
+        Postcondition: creates nothing; every type in ``specs`` is in ``allowed`` or, without
+        an allow-list, is ``default``.
+        """
         ...
 
     async def verify_config(self) -> None:
-        """Check that the configured cloud resources exist; raise :class:`ConfigError`."""
+        """Check the settings and that the cloud resources they name exist.
+
+        Postcondition: returns when a create could work; raises :class:`ConfigError`
+        saying what is wrong otherwise. Creates nothing.
+        """
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release clients, connections and threads. Calling it twice is fine; instances are
+        left as they are (they belong to the sandboxes, not to this object)."""
+        ...
 
 
 class ProviderError(PeerPodsError):

@@ -3,6 +3,9 @@
 Each provider package ``providers/<name>/`` exposes, without importing its cloud SDK:
 - ``Settings``: a frozen dataclass of ``runtime.settings.setting`` fields;
 - ``make_provider(settings, *, node_name: str) -> Provider``, which imports the SDK.
+
+Only providers that exist are listed. ``providers.fake`` (the in-memory provider of the
+tests) is deliberately not: this table is the daemon's user-visible provider list.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ PROVIDERS: dict[str, ProviderEntry] = {
     for entry in (
         ProviderEntry("local", "providers.local", None),
         ProviderEntry("aws", "providers.aws", "aws"),
-        ProviderEntry("azure", "providers.azure", "azure"),
-        ProviderEntry("gcp", "providers.gcp", "gcp"),
         ProviderEntry("libvirt", "providers.libvirt", "libvirt"),
     )
 }

@@ -10,7 +10,9 @@ from ipaddress import ip_address
 from typing import Any
 
 from providers.aws.settings import AwsSettings
-from providers.base import SANDBOX_TAG, Instance, InstanceRequest, IPAddress, ProviderError
+from providers.base import Instance, InstanceRequest, InstanceState, IPAddress, ProviderError
+from providers.kit import TagMap, instance_tags
+from providers.kit import state_of as kit_state
 
 MAX_INT32 = 2**31 - 1
 CLIENT_TOKEN_PREFIX = "peerpods-"
@@ -18,15 +20,29 @@ MAX_CLIENT_TOKEN_LEN = 64
 # States of an instance that is gone or going; anything else still counts as alive.
 GONE_STATES = frozenset({"shutting-down", "terminated"})
 ALIVE_STATES = ("pending", "running", "stopping", "stopped")
+STATES = {
+    "pending": InstanceState.PENDING,
+    "running": InstanceState.RUNNING,
+    "stopping": InstanceState.STOPPING,
+    "stopped": InstanceState.STOPPED,
+    "shutting-down": InstanceState.TERMINATED,
+    "terminated": InstanceState.TERMINATED,
+}
+NAME_TAG = "Name"
+# EC2 takes the logical keys as they are.
+TAGS = TagMap()
 
 
 class AddressNotReady(ProviderError):
     """RunInstances reported no usable private address for the instance."""
 
 
-def client_token(sandbox_id: str) -> str:
-    """The RunInstances idempotency token for a sandbox: stable, ASCII, 64 characters."""
-    digest = hashlib.sha256(sandbox_id.encode("utf-8")).hexdigest()
+def client_token(sandbox_id: str, attempt: int = 0) -> str:
+    """The RunInstances idempotency token for one creation of a sandbox: stable, ASCII, 64
+    characters. EC2 answers a token reused after termination with the terminated instance,
+    so each creation after a delete (``attempt`` + 1) gets a token of its own."""
+    key = sandbox_id if attempt == 0 else f"{sandbox_id}/{attempt}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
     return (CLIENT_TOKEN_PREFIX + digest)[:MAX_CLIENT_TOKEN_LEN]
 
 
@@ -55,15 +71,6 @@ def image_info(image: Mapping[str, Any]) -> ImageInfo:
 
 def root_volume_gib(configured: int, image: ImageInfo) -> int:
     return min(max(configured, image.root_size_gib), MAX_INT32)
-
-
-def instance_tags(request: InstanceRequest, extra: Mapping[str, str]) -> dict[str, str]:
-    """``TAGS``, then the request's logical tags, the sandbox id and ``Name``, last wins."""
-    tags = dict(extra)
-    tags.update(request.tags)
-    tags[SANDBOX_TAG] = request.sandbox_id
-    tags["Name"] = request.name
-    return tags
 
 
 def tag_specifications(tags: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -98,9 +105,11 @@ def run_instances_params(
     params: dict[str, Any] = {
         "MinCount": 1,
         "MaxCount": 1,
-        "ClientToken": client_token(request.sandbox_id),
+        "ClientToken": client_token(request.sandbox_id, request.attempt),
         "UserData": request.user_data,
-        "TagSpecifications": tag_specifications(instance_tags(request, settings.extra_tags)),
+        "TagSpecifications": tag_specifications(TAGS.to_cloud(
+            instance_tags(request, defaults=settings.extra_tags, name_tag=NAME_TAG)
+        )),
     }
     if settings.use_launch_template:
         params["LaunchTemplate"] = {"LaunchTemplateName": settings.launch_template_name}
@@ -173,7 +182,8 @@ def public_ip(instance: Mapping[str, Any]) -> IPAddress | None:
 
 
 def tags_of(instance: Mapping[str, Any]) -> dict[str, str]:
-    return {str(t["Key"]): str(t.get("Value", "")) for t in instance.get("Tags") or ()}
+    stored = {str(t["Key"]): str(t.get("Value", "")) for t in instance.get("Tags") or ()}
+    return TAGS.from_cloud(stored)
 
 
 def state_of(instance: Mapping[str, Any]) -> str:
@@ -197,9 +207,9 @@ def to_instance(
     launched = instance.get("LaunchTime")
     return Instance(
         id=str(instance["InstanceId"]),
-        name=tags.get("Name", ""),
+        name=tags.get(NAME_TAG, ""),
         ips=tuple(ips),
         tags=tags,
         created_at=launched if isinstance(launched, datetime) else None,
-        state=state_of(instance),
+        state=kit_state(state_of(instance), STATES),
     )

@@ -1,9 +1,9 @@
 """The AWS provider: confidential EC2 pod VMs through boto3.
 
 Every boto3 call runs on the provider's worker threads behind a client-side token bucket
-and a retry loop (:mod:`providers.ratelimit`): throttling is retried with backoff and full
-jitter until ``AWS_API_TIMEOUT`` runs out, capacity and quota errors fail at once, and every
-failure leaves as an error of :mod:`providers.base`.
+and a retry loop (:class:`providers.kit.SdkCaller`): throttling is retried with backoff and
+full jitter until ``AWS_API_TIMEOUT`` runs out, capacity and quota errors fail at once, and
+every failure leaves through the error table of :mod:`providers.aws.errors`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -27,6 +25,7 @@ from providers.aws.imds import lookup_defaults
 from providers.aws.params import (
     ALIVE_STATES,
     GONE_STATES,
+    TAGS,
     AddressNotReady,
     ImageInfo,
     Placement,
@@ -55,7 +54,8 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from providers.ratelimit import TokenBucket, retry
+from providers.kit import BlockingCalls, SdkCaller, refuse_unsupported
+from providers.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ UEFI_BOOT_MODES = ("uefi", "uefi-preferred")
 # EC2 calls in flight at once: boto3's HTTP connection pool and the worker threads that
 # run the blocking calls are sized alike (asyncio's default pool is only cpus + 4 threads).
 CONCURRENT_CALLS = 32
+# The adaptor picks the instance type from vCPUs, memory and GPUs (instance_types()).
+HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image")
 
 
 @functools.cache
@@ -91,8 +93,10 @@ class AwsProvider:
         self._ready_lock = asyncio.Lock()
         self._images: dict[str, ImageInfo] = {}
         self._image_lookups: dict[str, asyncio.Future[ImageInfo]] = {}
-        self._background: set[asyncio.Future[Any]] = set()
-        self._threads = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="ec2")
+        self._threads = BlockingCalls(CONCURRENT_CALLS, "ec2")
+        self._sdk = SdkCaller(
+            self._threads, errors.classify, settings.api_timeout.total_seconds()
+        )
         rate = settings.api_rate
         self._write_bucket: TokenBucket | None = None
         self._read_bucket: TokenBucket | None = None
@@ -109,7 +113,7 @@ class AwsProvider:
         async with self._ready_lock:
             if self._client is None:
                 placement, region = await self._complete_settings()
-                client = await self._in_thread(self._make_client, region)
+                client = await self._threads.run(self._make_client, region)
                 self._placement = placement
                 self._client = client
             return self._client
@@ -166,47 +170,23 @@ class AwsProvider:
         *,
         mutating: bool,
         translate: Callable[[Exception], ProviderError] | None = None,
-        on_orphan: Callable[[dict[str, Any]], None] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """One EC2 action through the limiter and the retry loop; errors translated.
-
-        ``on_orphan`` receives the result of a call that was already on its way when the
-        caller was cancelled (the thread cannot be stopped), so it can undo its effect.
-        """
+        """One EC2 action through the limiter and the retry loop; errors translated."""
         client = await self._ready()
-        method = getattr(client, action)
-        deadline = time.monotonic() + self._settings.api_timeout.total_seconds()
-
-        async def attempt() -> dict[str, Any]:
-            if on_orphan is None:
-                result: dict[str, Any] = await self._in_thread(method, **kwargs)
-                return result
-            inflight = asyncio.ensure_future(self._in_thread(method, **kwargs))
-            try:
-                return await asyncio.shield(inflight)
-            except asyncio.CancelledError:
-                self._track(inflight)
-                inflight.add_done_callback(functools.partial(_deliver_orphan, on_orphan))
-                raise
 
         def on_retry(exc: Exception, attempt_no: int, delay: float) -> None:
             log.debug("EC2 %s: %s, retry %d in %.2fs", action, errors.error_code(exc) or
                       type(exc).__name__, attempt_no, delay)
 
-        try:
-            return await retry(
-                attempt,
-                classify=errors.classify,
-                deadline=deadline,
-                limiter=self._write_bucket if mutating else self._read_bucket,
-                clock=time.monotonic,
-                on_retry=on_retry,
-            )
-        except Exception as exc:
-            if translate is not None:
-                raise translate(exc) from exc
-            raise errors.translate(exc, action=action) from exc
+        result: dict[str, Any] = await self._sdk.call(
+            getattr(client, action),
+            translate=translate or functools.partial(errors.translate, action=action),
+            limiter=self._write_bucket if mutating else self._read_bucket,
+            on_retry=on_retry,
+            **kwargs,
+        )
+        return result
 
     async def _describe_instances(self, **kwargs: Any) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -266,6 +246,7 @@ class AwsProvider:
     async def create_instance(self, request: InstanceRequest) -> Instance:
         s = self._settings
         sid = request.sandbox_id
+        refuse_unsupported(request.spec, self.name, HONOURED_SPEC)
         await self._ready()
         existing = await self._find_alive(sid)
         if existing is not None:
@@ -290,26 +271,28 @@ class AwsProvider:
         log.info("sandbox=%s: creating instance %s (type %s)", sid, request.name,
                  "from launch template" if s.use_launch_template else instance_type)
         try:
-            result = await self._run_instances(sid, params, instance_type, image_id)
+            result = await self._run_instances(params, instance_type, image_id)
         except ProviderUnavailable:
             # The last attempt may have reached EC2 before the connection failed.
-            await asyncio.shield(self._release_sandbox_quietly(sid))
+            await self._release_sandbox_quietly(sid)
             raise
         created = result["Instances"][0]
         instance_id = str(created["InstanceId"])
         if state_of(created) in GONE_STATES:
+            # EC2 answers a ClientToken it saw before with that instance, even terminated.
             raise ProviderError(
                 f"instance {instance_id} made earlier for sandbox {sid} is {state_of(created)}"
+                f" (RunInstances reused the idempotency token of attempt {request.attempt})"
             )
         log.info("sandbox=%s instance=%s: created instance %s", sid, instance_id, request.name)
         try:
             return await self._finish(request, created)
         except BaseException:
-            await asyncio.shield(self._delete_quietly(instance_id))
+            await self._delete_quietly(instance_id)
             raise
 
     async def _run_instances(
-        self, sid: str, params: dict[str, Any], instance_type: str, image_id: str
+        self, params: dict[str, Any], instance_type: str, image_id: str
     ) -> dict[str, Any]:
         return await self._call(
             "run_instances",
@@ -317,7 +300,6 @@ class AwsProvider:
             translate=lambda exc: errors.translate(
                 exc, action="RunInstances", instance_type=instance_type, image_id=image_id
             ),
-            on_orphan=functools.partial(self._release_orphan, sid),
             **params,
         )
 
@@ -329,16 +311,6 @@ class AwsProvider:
             return
         for item in found:
             await self._delete_quietly(str(item["InstanceId"]))
-
-    def _release_orphan(self, sid: str, result: dict[str, Any]) -> None:
-        for created in result.get("Instances", ()):
-            instance_id = str(created["InstanceId"])
-            log.info("sandbox=%s instance=%s: create was cancelled, deleting", sid, instance_id)
-            self._track(asyncio.ensure_future(self._delete_quietly(instance_id)))
-
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
 
     async def _finish(self, request: InstanceRequest, found: Mapping[str, Any]) -> Instance:
         instance_id = str(found["InstanceId"])
@@ -418,7 +390,8 @@ class AwsProvider:
             log.error("instance=%s: could not delete after a failed create: %s", instance_id, exc)
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
-        filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+        filters = [{"Name": f"tag:{key}", "Values": [value]}
+                   for key, value in TAGS.to_cloud(tags).items()]
         filters.append({"Name": "instance-state-name", "Values": list(ALIVE_STATES)})
         found = await self._describe_instances(Filters=filters)
         public_first = self._settings.use_public_ip
@@ -482,28 +455,10 @@ class AwsProvider:
             )
 
     async def aclose(self) -> None:
-        while self._background:  # orphaned creates and the deletes they trigger
-            await asyncio.gather(*self._background, return_exceptions=True)
-            await asyncio.sleep(0)
         client, self._client = self._client, None
         if client is not None:
-            await self._in_thread(client.close)
-        self._threads.shutdown(wait=False)
-
-    def _in_thread(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> asyncio.Future[Any]:
-        """Run a blocking boto3 call on the provider's own worker threads."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._threads, functools.partial(fn, *args, **kwargs)
-        )
-
-
-def _deliver_orphan(
-    handler: Callable[[dict[str, Any]], None], done: asyncio.Future[dict[str, Any]]
-) -> None:
-    if not done.cancelled() and done.exception() is None:
-        handler(done.result())
+            await self._threads.run(client.close)
+        self._threads.close()
 
 
 def _not_found_as_config(exc: Exception, what: str) -> ProviderError:

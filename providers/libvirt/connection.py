@@ -1,8 +1,9 @@
 """One libvirt connection, opened on first use and reopened when it drops.
 
-Every libvirt call runs in a worker thread (``asyncio.to_thread``); libvirt connections are
-thread-safe, so calls are not serialized beyond the lock that guards (re)opening.
-``libvirtError`` never leaves this package: :func:`translate` maps it to the provider errors.
+Every libvirt call runs on the provider's worker threads (:class:`providers.kit.BlockingCalls`);
+libvirt connections are thread-safe, so calls are not serialized beyond the lock that guards
+(re)opening. ``libvirtError`` never leaves this package: :func:`translate`, the provider's
+error table, maps it to the provider errors.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from providers.kit import BlockingCalls
 
 log = logging.getLogger(__name__)
+
+THREADS = 16  # libvirt calls in flight at once
 
 T = TypeVar("T")
 
@@ -89,6 +93,7 @@ class Connection:
     def __init__(self, uri: str, opener: Opener | None = None) -> None:
         self.uri = uri
         self._opener: Opener = opener or libvirt.open
+        self._threads = BlockingCalls(THREADS, "libvirt")
         self._conn: libvirt.virConnect | None = None
         self._lock = asyncio.Lock()
         self.opened = 0  # how many times a connection was opened (reconnects show here)
@@ -97,7 +102,7 @@ class Connection:
         async with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = await asyncio.to_thread(self._opener, self.uri)
+                    self._conn = await self._threads.run(self._opener, self.uri)
                 except libvirt.libvirtError as exc:
                     raise ProviderUnavailable(
                         f"cannot connect to libvirt at {self.uri}: "
@@ -111,7 +116,7 @@ class Connection:
         async with self._lock:
             if self._conn is conn:
                 self._conn = None
-        await asyncio.to_thread(_close_quietly, conn)
+        await self._threads.run(_close_quietly, conn)
 
     async def run(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         """Run ``fn(conn)`` in a thread; if the connection turns out dead, reopen and retry once.
@@ -120,20 +125,22 @@ class Connection:
         """
         conn = await self._get()
         try:
-            return await asyncio.to_thread(fn, conn)
+            return await self._threads.run(fn, conn)
         except libvirt.libvirtError:
-            if await asyncio.to_thread(_alive, conn):
+            if await self._threads.run(_alive, conn):
                 raise
             log.warning("libvirt connection to %s dropped; reconnecting", self.uri)
             await self._drop(conn)
         conn = await self._get()
-        return await asyncio.to_thread(fn, conn)
+        return await self._threads.run(fn, conn)
 
     async def aclose(self) -> None:
+        """Close the connection and stop the worker threads; calling it again is fine."""
         async with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
-            await asyncio.to_thread(_close_quietly, conn)
+            await self._threads.run(_close_quietly, conn)
+        self._threads.close()
 
 
 def _alive(conn: libvirt.virConnect) -> bool:

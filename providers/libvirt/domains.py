@@ -11,7 +11,7 @@ from datetime import datetime
 
 import libvirt
 
-from providers.base import IPAddress
+from providers.base import InstanceState, IPAddress
 from providers.libvirt import metadata
 from providers.libvirt.addresses import parse_interface_addresses
 from providers.libvirt.connection import NOT_SUPPORTED_CODES, error_code, is_missing
@@ -29,6 +29,18 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+# libvirt's words in the one state vocabulary of providers.base.
+STATES = {
+    "running": InstanceState.RUNNING,
+    "blocked": InstanceState.RUNNING,
+    "paused": InstanceState.STOPPED,
+    "pmsuspended": InstanceState.STOPPED,
+    "shutdown": InstanceState.STOPPING,
+    "shutoff": InstanceState.STOPPED,
+    "crashed": InstanceState.STOPPED,
+    "nostate": InstanceState.UNKNOWN,
 }
 
 # Where a domain's addresses come from, in the order they are tried: the libvirt network's

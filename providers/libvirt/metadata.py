@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from providers.base import SANDBOX_TAG
+from providers.kit import matches
 
 NAMESPACE = "urn:peerpods:libvirt:instance:1"
 PREFIX = "peerpods"
@@ -33,7 +34,7 @@ class InstanceMetadata:
         return self.tags.get(SANDBOX_TAG, "")
 
     def matches(self, wanted: Mapping[str, str]) -> bool:
-        return all(self.tags.get(key) == value for key, value in wanted.items())
+        return matches(self.tags, wanted)
 
 
 def to_element(meta: InstanceMetadata) -> ET.Element:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -13,17 +14,16 @@ from typing import Any, TypeVar
 import libvirt
 
 from providers.base import (
-    NODE_TAG,
-    POD_NAME_TAG,
-    POD_NAMESPACE_TAG,
-    SANDBOX_TAG,
     ConfigError,
     Instance,
     InstanceRequest,
+    InstanceState,
     InstanceTypeCatalogue,
     InvalidSpec,
     ProviderError,
+    adaptor_tags,
 )
+from providers.kit import instance_tags, refuse_unsupported, state_of, translate_errors
 from providers.libvirt import cidata, domains, storage
 from providers.libvirt.capabilities import (
     ARCH_AARCH64,
@@ -47,6 +47,8 @@ T = TypeVar("T")
 Uploader = Callable[[libvirt.virConnect, libvirt.virStorageVol, bytes], None]
 
 IP_POLL_INTERVAL = 3.0
+# Domains have no instance types, and GPUs and extra NICs are not attached.
+HONOURED_SPEC = ("vcpus", "memory_mib", "image")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +56,6 @@ class HostInfo:
     arch: str
     capabilities: HostCapabilities
     domain_type: str
-
-
-class _Steps:
-    """Runs the blocking steps of one create; remembers the step in flight, so that cleanup
-    after a cancellation waits for it instead of racing it."""
-
-    def __init__(self) -> None:
-        self._pending: asyncio.Future[Any] | None = None
-
-    async def run(self, step: Awaitable[T]) -> T:
-        task: asyncio.Future[T] = asyncio.ensure_future(step)
-        self._pending = task
-        return await asyncio.shield(task)
-
-    async def settle(self) -> None:
-        task, self._pending = self._pending, None
-        if task is not None and not task.done():
-            await asyncio.wait([task])
-        if task is not None and task.done() and not task.cancelled():
-            task.exception()  # retrieved: the original error is what the caller sees
 
 
 class LibvirtProvider:
@@ -98,10 +80,9 @@ class LibvirtProvider:
     async def _call(
         self, fn: Callable[[libvirt.virConnect], T], context: str, instance_id: str = ""
     ) -> T:
-        try:
+        table = functools.partial(translate, context=context, instance_id=instance_id)
+        with translate_errors(table, catch=(libvirt.libvirtError,)):
             return await self._conn.run(fn)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, context, instance_id) from exc
 
     def _pool(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         return conn.storagePoolLookupByName(self.settings.pool_name)
@@ -142,19 +123,10 @@ class LibvirtProvider:
 
     # -- create ---------------------------------------------------------------------------
 
-    def _tags(self, request: InstanceRequest) -> dict[str, str]:
-        tags = {
-            NODE_TAG: self.node_name,
-            SANDBOX_TAG: request.sandbox_id,
-            POD_NAME_TAG: request.pod_name,
-            POD_NAMESPACE_TAG: request.pod_namespace,
-        }
-        tags.update(request.tags)
-        return tags
-
     async def create_instance(self, request: InstanceRequest) -> Instance:
         name = request.name
         spec = request.spec
+        refuse_unsupported(spec, self.name, HONOURED_SPEC)
         vcpus = spec.vcpus or self.settings.cpu
         memory = spec.memory_mib or self.settings.memory
         base_volume = spec.image or self.settings.vol_name
@@ -169,23 +141,19 @@ class LibvirtProvider:
         if reused is not None:
             return reused
 
-        tags = self._tags(request)
+        tags = instance_tags(request, defaults=adaptor_tags(
+            self.node_name, request.sandbox_id, request.pod_name, request.pod_namespace))
         created_at = datetime.now(UTC).replace(microsecond=0)
         names = VolumeNames.for_instance(name)
-        steps = _Steps()
         try:
-            root_path = await steps.run(
-                self._call(
-                    lambda conn: self._create_root(conn, names.root, base_volume),
-                    f"instance={name}: creating the root volume",
-                )
+            root_path = await self._call(
+                lambda conn: self._create_root(conn, names.root, base_volume),
+                f"instance={name}: creating the root volume",
             )
             iso = cidata.build_iso(request.user_data, name)
-            iso_path = await steps.run(
-                self._call(
-                    lambda conn: self._create_cidata(conn, names.cidata, iso),
-                    f"instance={name}: uploading the config drive",
-                )
+            iso_path = await self._call(
+                lambda conn: self._create_cidata(conn, names.cidata, iso),
+                f"instance={name}: uploading the config drive",
             )
             guest = host.capabilities.guest(host.arch)
             machine = ""
@@ -213,22 +181,22 @@ class LibvirtProvider:
             )
             log.info("instance=%s sandbox=%s: defining and starting the domain",
                      name, request.sandbox_id)
-            instance_id = await steps.run(
-                self._call(
-                    lambda conn: domains.define_and_start(conn, xml),
-                    f"instance={name}: starting the domain",
-                )
+            instance_id = await self._call(
+                lambda conn: domains.define_and_start(conn, xml),
+                f"instance={name}: starting the domain",
             )
-            # read-only polling: a cancellation may interrupt it at once
             ips = await self._wait_for_addresses(name, instance_id)
         except BaseException as exc:
-            await asyncio.shield(self._release_after_failure(steps, name, exc))
+            # A cancellation (see Provider.create_instance) releases what it reaches without
+            # waiting for the step in flight; a leftover is removed by the next create of this
+            # name or, once defined, by the orphan sweep.
+            await self._release_after_failure(name, exc)
             raise
         log.info("instance=%s id=%s sandbox=%s: pod VM running, ips=%s",
                  name, instance_id, request.sandbox_id, ",".join(map(str, ips)))
         return Instance(
             id=instance_id, name=name, ips=ips, tags=tags, created_at=created_at,
-            state="running",
+            state=InstanceState.RUNNING,
         )
 
     def _create_root(self, conn: libvirt.virConnect, name: str, base: str) -> str:
@@ -267,8 +235,7 @@ class LibvirtProvider:
                 )
             await asyncio.sleep(min(IP_POLL_INTERVAL, max(0.0, deadline - loop.time())))
 
-    async def _release_after_failure(self, steps: _Steps, name: str, exc: BaseException) -> None:
-        await steps.settle()
+    async def _release_after_failure(self, name: str, exc: BaseException) -> None:
         what = "cancelled" if isinstance(exc, asyncio.CancelledError) else f"failed: {exc}"
         log.warning("instance=%s: create %s; releasing what it made", name, what)
         try:
@@ -305,7 +272,7 @@ class LibvirtProvider:
                      name, info.uuid, request.sandbox_id)
             return Instance(
                 id=info.uuid, name=name, ips=info.ips, tags=dict(info.meta.tags),
-                created_at=info.created_at, state=info.state,
+                created_at=info.created_at, state=state_of(info.state, domains.STATES),
             )
         if info is not None:
             log.info("instance=%s id=%s: replacing a leftover domain (sandbox=%s, state=%s)",
@@ -378,7 +345,7 @@ class LibvirtProvider:
             Instance(
                 id=info.uuid, name=info.name, ips=info.ips,
                 tags=dict(info.meta.tags) if info.meta else {},
-                created_at=info.created_at, state=info.state,
+                created_at=info.created_at, state=state_of(info.state, domains.STATES),
             )
             for info in sorted(infos, key=lambda i: i.name)
         ]

@@ -26,10 +26,12 @@ from providers.base import (
     ConfigError,
     Instance,
     InstanceRequest,
+    InstanceState,
     InstanceTypeCatalogue,
     ProviderError,
     QuotaExceeded,
 )
+from providers.kit import instance_tags, matches, refuse_unsupported
 from providers.local import netns
 from providers.local.layout import (
     ID_PATTERN,
@@ -47,6 +49,9 @@ from providers.local.settings import NETNS_MODES, LocalSettings
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
+# A pod VM is a group of processes sharing the host's CPUs and memory, so any vCPU and memory
+# request is met; it has no instance types, images, GPUs or second NIC.
+HONOURED_SPEC = ("vcpus", "memory_mib")
 
 
 def _parse_subnet(text: str, what: str) -> IPv4Network:
@@ -167,10 +172,16 @@ class LocalProvider:
     # ------------------------------------------------------------------ create
 
     async def create_instance(self, request: InstanceRequest) -> Instance:
+        refuse_unsupported(request.spec, self.name, HONOURED_SPEC)
         use_netns = self.uses_netns
         if use_netns and os.geteuid() != 0:
             raise ConfigError("local provider: network namespaces need root")
         async with self._lock:
+            existing = await self._existing(request.sandbox_id)
+            if existing is not None:
+                log.info("instance=%s sandbox=%s: reusing the running local pod VM",
+                         existing.id, request.sandbox_id)
+                return self._instance(existing, InstanceState.RUNNING)
             record = self._reserve(request, use_netns)
             paths = VmPaths(self._state / record.id)
         try:
@@ -196,7 +207,20 @@ class LocalProvider:
         log.info("instance=%s name=%s sandbox=%s: local pod VM started at %s (%s)", record.id,
                  record.name, request.sandbox_id, record.address,
                  f"netns {vm_netns(record.id)}" if use_netns else "loopback")
-        return self._instance(record, "running")
+        return self._instance(record, InstanceState.RUNNING)
+
+    async def _existing(self, sandbox_id: str) -> VmRecord | None:
+        """The sandbox's running VM; a dead one of the sandbox is removed (caller holds the
+        lock)."""
+        for record in await asyncio.to_thread(self._records):
+            if record.sandbox_id != sandbox_id:
+                continue
+            if self._alive(record):
+                return record
+            log.info("instance=%s sandbox=%s: removing the sandbox's stopped local pod VM",
+                     record.id, sandbox_id)
+            await self._destroy(record.id)
+        return None
 
     def _gateway(self) -> IPv4Address:
         return next(iter(self._subnet.hosts()))
@@ -221,7 +245,7 @@ class LocalProvider:
             break
         else:
             raise ProviderError("cannot find a free instance id")
-        tags = dict(request.tags)
+        tags = instance_tags(request)
         record = VmRecord(
             id=instance_id, name=request.name, address=address, netns=use_netns,
             created_at=datetime.now(UTC), tags=tags, sandbox_id=request.sandbox_id,
@@ -329,7 +353,7 @@ class LocalProvider:
         return record.pid is not None and record.pid_start is not None and \
             _process_start(record.pid) == record.pid_start
 
-    def _instance(self, record: VmRecord, state: str) -> Instance:
+    def _instance(self, record: VmRecord, state: InstanceState) -> Instance:
         return Instance(
             id=record.id, name=record.name, ips=(IPv4Address(record.address),),
             tags=dict(record.tags), created_at=record.created_at, state=state,
@@ -338,7 +362,9 @@ class LocalProvider:
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
         records = await asyncio.to_thread(self._records)
         return [
-            self._instance(record, "running" if self._alive(record) else "stopped")
+            self._instance(
+                record, InstanceState.RUNNING if self._alive(record) else InstanceState.STOPPED
+            )
             for record in records
-            if all(record.tags.get(key) == value for key, value in tags.items())
+            if matches(record.tags, tags)
         ]

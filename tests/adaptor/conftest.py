@@ -12,10 +12,10 @@ import pytest
 from adaptor.config import AdaptorSettings
 from adaptor.manager import RetryPolicy
 from adaptor.server import Daemon
+from providers.fake import Faults
 from tests.adaptor.shim import Shim
 from tests.fakes.cloud import FakeCloud
 from tests.fakes.network import FakeWorkerNetwork
-from tests.fakes.provider import Faults
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from adaptor.__main__ import main
 from adaptor.cli import RunCommand, TextCommand, UsageError, parse_command
-from tests.fakes import provider as fake_provider
+from providers import fake as fake_provider
 
 
 def loader(name: str) -> ModuleType:

@@ -7,9 +7,9 @@ import os
 import socket
 
 from providers.base import Instance, InstanceRequest, InstanceTypeCatalogue
+from providers.fake import Faults, InMemoryProvider
 from tests.fakes.agent import TestAgent
 from tests.fakes.forwarder import TestForwarder
-from tests.fakes.provider import Faults, InMemoryProvider
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ def instance_to_json(instance: Instance) -> dict[str, Any]:
         "ips": [str(ip) for ip in instance.ips],
         "tags": dict(instance.tags),
         "created_at": instance.created_at.isoformat() if instance.created_at else None,
+        "state": instance.state.value,
     }
 
 
@@ -46,6 +47,7 @@ def request_from_json(data: dict[str, Any]) -> InstanceRequest:
         user_data=base64.b64decode(data["user_data"]),
         spec=InstanceSpec(**spec),
         tags=dict(data.get("tags") or {}),
+        attempt=int(data.get("attempt", 0)),
     )
 
 

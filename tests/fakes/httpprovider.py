@@ -17,7 +17,15 @@ from typing import Any
 import aiohttp
 
 import providers.base as base
-from providers.base import Instance, InstanceRequest, InstanceTypeCatalogue, ProviderError
+from providers.base import (
+    ConfigError,
+    Instance,
+    InstanceRequest,
+    InstanceState,
+    InstanceTypeCatalogue,
+    ProviderError,
+    ProviderUnavailable,
+)
 from runtime.settings import setting
 from tests.fakes.cloudapi import parse_created_at
 
@@ -36,6 +44,7 @@ def _instance(data: Mapping[str, Any]) -> Instance:
     return Instance(
         id=data["id"], name=data["name"], ips=tuple(ip_address(i) for i in data["ips"]),
         tags=dict(data["tags"]), created_at=parse_created_at(data.get("created_at")),
+        state=InstanceState(data.get("state", InstanceState.UNKNOWN.value)),
     )
 
 
@@ -72,7 +81,7 @@ class HttpProvider:
             "name": request.name, "sandbox_id": request.sandbox_id,
             "pod_name": request.pod_name, "pod_namespace": request.pod_namespace,
             "user_data": base64.b64encode(request.user_data).decode(),
-            "spec": spec, "tags": dict(request.tags),
+            "spec": spec, "tags": dict(request.tags), "attempt": request.attempt,
         }
         return _instance(await self._call("POST", "/instances", json=body))
 
@@ -87,7 +96,10 @@ class HttpProvider:
         return None
 
     async def verify_config(self) -> None:
-        await self._call("GET", "/catalogue")
+        try:
+            await self._call("GET", "/catalogue")
+        except ProviderUnavailable as exc:
+            raise ConfigError(f"FAKECLOUD_URL {self._url}: {exc}") from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
@@ -306,3 +307,40 @@ async def test_unreachable_endpoint_is_provider_unavailable(
     provider = make_provider(endpoint=f"http://127.0.0.1:{port}")
     with pytest.raises(ProviderUnavailable):
         await provider.list_instances({NODE_TAG: node})
+
+
+async def test_each_creation_of_a_sandbox_has_its_own_token(
+    make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
+) -> None:
+    # EC2 answers a token it saw before with that instance, even terminated: a create after
+    # a delete (attempt 1) must send a new token and get a new instance.
+    proxy.honour_client_token = True
+    provider = make_provider()
+    request = make_request(node)
+    first = await provider.create_instance(request)
+    await provider.delete_instance(first.id)
+    again = dataclasses.replace(request, attempt=1)
+    second = await provider.create_instance(again)
+    tokens = [run.params["ClientToken"] for run in proxy.calls("RunInstances")]
+    assert tokens == [client_token(request.sandbox_id), client_token(request.sandbox_id, 1)]
+    assert tokens[0] != tokens[1]
+    assert second.id != first.id
+    assert alive_ids(ec2, {SANDBOX_TAG: request.sandbox_id}) == {second.id}
+
+
+async def test_terminated_answer_to_run_instances_is_an_error(
+    make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
+) -> None:
+    def terminated(action: str, body: bytes) -> bytes:
+        if action != "RunInstances":
+            return body
+        return body.replace(b"<code>0</code><name>pending</name>",
+                            b"<code>48</code><name>terminated</name>")
+
+    proxy.rewriters.append(terminated)
+    provider = make_provider()
+    request = make_request(node)
+    with pytest.raises(ProviderError, match=r"made earlier for sandbox .* is terminated "
+                       r"\(RunInstances reused the idempotency token of attempt 0\)"):
+        await provider.create_instance(request)
+    assert len(proxy.calls("RunInstances")) == 1

@@ -270,11 +270,12 @@ async def test_cancelled_create_releases_everything(env: DriverEnv) -> None:
     task = asyncio.create_task(provider.create_instance(make_request()))
     await asyncio.to_thread(entered.wait, 10)
     task.cancel()
-    await asyncio.sleep(0.1)
-    release.set()  # the upload in flight finishes; cleanup waits for it, then releases
+    # The adaptor never cancels a create (Provider.create_instance); when it happens anyway,
+    # the provider releases what it reaches without waiting for the upload in flight.
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (env.domain_names(), env.volume_names()) == before
+    release.set()
     await provider.aclose()
 
 

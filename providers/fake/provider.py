@@ -3,15 +3,13 @@
 Every instance gets its own loopback address 127.0.0.N (N >= 2), so that each "pod VM" can
 serve the same forwarder port. ``on_create``/``on_delete`` hooks let a test boot something
 for the instance (see ``tests.fakes.cloud``).
-
-Also usable as a provider package for the CLI (``Settings`` and ``make_provider``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -20,12 +18,18 @@ from providers.base import (
     ConfigError,
     Instance,
     InstanceRequest,
+    InstanceState,
     InstanceTypeCatalogue,
     ProviderUnavailable,
+    QuotaExceeded,
 )
+from providers.kit import SPEC_FIELDS, instance_tags, matches, refuse_unsupported
 from runtime.settings import setting
 
 Hook = Callable[[InstanceRequest, Instance], Awaitable[None]]
+
+# Everything but ``volumes``, which no provider honours.
+DEFAULT_HONOURED = tuple(name for name in SPEC_FIELDS if name != "volumes")
 
 
 @dataclass
@@ -49,11 +53,13 @@ class InMemoryProvider:
         faults: Faults | None = None,
         on_create: Hook | None = None,
         on_delete: Hook | None = None,
+        honoured: Collection[str] = DEFAULT_HONOURED,
     ) -> None:
         self.catalogue = catalogue
         self.faults = faults or Faults()
         self.on_create = on_create
         self.on_delete = on_delete
+        self.honoured = tuple(honoured)
         self.instances: dict[str, Instance] = {}
         self.requests: dict[str, InstanceRequest] = {}
         self.created: list[str] = []
@@ -66,20 +72,33 @@ class InMemoryProvider:
 
     async def create_instance(self, request: InstanceRequest) -> Instance:
         self.create_calls += 1
+        refuse_unsupported(request.spec, self.name, self.honoured)
         if self.faults.create_delay:
             await asyncio.sleep(self.faults.create_delay)
         if self.faults.fail_create is not None:
             raise self.faults.fail_create
+        existing = self._of_sandbox(request.sandbox_id)
+        if existing is not None:
+            return existing
+        if not self._free_hosts:
+            raise QuotaExceeded("the fake cloud has no loopback address left")
         instance_id = f"i-{next(self._ids):04d}"
         ips = () if self.faults.no_ips else (IPv4Address(f"127.0.0.{self._free_hosts.pop(0)}"),)
-        instance = Instance(id=instance_id, name=request.name, ips=ips, tags=dict(request.tags),
-                            created_at=datetime.now(UTC))
+        instance = Instance(id=instance_id, name=request.name, ips=ips,
+                            tags=instance_tags(request), created_at=datetime.now(UTC),
+                            state=InstanceState.RUNNING)
         self.instances[instance_id] = instance
         self.requests[instance_id] = request
         self.created.append(instance_id)
         if self.on_create is not None:
             await self.on_create(request, instance)
         return instance
+
+    def _of_sandbox(self, sandbox_id: str) -> Instance | None:
+        for instance_id, request in self.requests.items():
+            if request.sandbox_id == sandbox_id and instance_id in self.instances:
+                return self.instances[instance_id]
+        return None
 
     async def delete_instance(self, instance_id: str) -> None:
         self.delete_calls += 1
@@ -103,10 +122,7 @@ class InMemoryProvider:
         self.instances[instance.id] = instance
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
-        return [
-            i for i in self.instances.values()
-            if all(i.tags.get(k) == v for k, v in tags.items())
-        ]
+        return [i for i in self.instances.values() if matches(i.tags, tags)]
 
     async def instance_types(self) -> InstanceTypeCatalogue | None:
         return self.catalogue

@@ -1,0 +1,223 @@
+"""The providers under the contract suite: one factory per provider, each against a real peer
+or the provider's loopback fake (moto_server for AWS, libvirt's ``test:///default``, real
+processes and namespaces for local, a dict for the fake).
+
+A new provider plugs in by adding one factory to :data:`FACTORIES`. A factory gets the
+pytest request (to pull the fixtures it needs) and the test's node name, and returns a
+:class:`Subject`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from providers.base import InstanceSpec, Provider
+from tests.fakes.cloudapi import CloudAPI
+
+Residue = Callable[[str], Awaitable[set[str]]]
+
+
+async def _no_residue(_name: str) -> set[str]:
+    return set()
+
+
+def _default_user_data(_name: str) -> bytes:
+    return b"#cloud-config\nwrite_files: []\n"
+
+
+@dataclass
+class Subject:
+    """One provider under test.
+
+    ``make()`` builds a provider on the good configuration (a new object per call, so that
+    ``aclose`` can be exercised without breaking the clean-up); ``make_bad()`` one whose
+    configuration names a resource that does not exist. ``unsupported`` is a spec this
+    provider must refuse, naming ``unsupported_field``. ``residue(name)`` lists what the
+    cloud still holds for the instance called ``name`` besides the instance itself (volumes,
+    directories). ``slow_create()`` makes the next creates take a while (for the
+    cancellation test). ``unknown_id`` is well-formed for the provider but names nothing.
+    """
+
+    make: Callable[[], Provider]
+    make_bad: Callable[[], Provider]
+    unsupported: InstanceSpec
+    unsupported_field: str
+    unknown_id: str
+    residue: Residue = _no_residue
+    slow_create: Callable[[], None] = lambda: None
+    user_data: Callable[[str], bytes] = _default_user_data
+    made: list[Provider] = field(default_factory=list)
+
+
+Factory = Callable[[pytest.FixtureRequest, str], Subject]
+
+
+def fake(request: pytest.FixtureRequest, node: str) -> Subject:
+    from providers.fake import Faults, InMemoryProvider
+
+    shared = InMemoryProvider()  # one cloud: every make() returns it
+
+    def slow() -> None:
+        shared.faults.create_delay = 0.3
+
+    async def residue(name: str) -> set[str]:
+        return {i.id for i in shared.instances.values() if i.name == name}
+
+    return Subject(
+        make=lambda: shared,
+        make_bad=lambda: InMemoryProvider(faults=Faults(config_error="fake cloud: bad key")),
+        unsupported=InstanceSpec(volumes=("vol-1",)),
+        unsupported_field="volumes",
+        unknown_id="i-9999",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
+def aws(request: pytest.FixtureRequest, node: str) -> Subject:
+    from providers.aws.provider import AwsProvider
+    from tests.providers.aws.conftest import World, alive_ids, base_settings
+    from tests.providers.aws.ec2proxy import Ec2Proxy
+
+    world: World = request.getfixturevalue("world")
+    proxy: Ec2Proxy = request.getfixturevalue("proxy")
+    ec2 = request.getfixturevalue("ec2")
+    proxy.honour_client_token = True  # as EC2 does; moto itself ignores ClientToken
+    settings = base_settings(world, proxy.url)
+
+    def slow() -> None:
+        proxy.delays["RunInstances"] = 0.3
+
+    async def residue(name: str) -> set[str]:
+        return alive_ids(ec2, {"Name": name})
+
+    return Subject(
+        make=lambda: AwsProvider(settings, node_name=node, poll_interval=0.05),
+        make_bad=lambda: AwsProvider(replace(settings, image_id="ami-00000000"),
+                                     node_name=node),
+        unsupported=InstanceSpec(multi_nic=True),
+        unsupported_field="multi_nic",
+        unknown_id="i-0123456789abcdef0",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
+def libvirt(request: pytest.FixtureRequest, node: str) -> Subject:
+    from providers.libvirt.provider import LibvirtProvider
+    from providers.libvirt.volume import VolumeNames
+
+    env = request.getfixturevalue("env")  # tests.providers.libvirt.conftest
+
+    async def residue(name: str) -> set[str]:
+        names = VolumeNames.for_instance(name)
+        return ({names.root, names.cidata} & env.volume_names()) | (
+            {name} & env.domain_names()
+        )
+
+    return Subject(
+        make=lambda: LibvirtProvider(env.settings, node_name=node, uploader=env.uploads),
+        make_bad=lambda: LibvirtProvider(replace(env.settings, pool_name="no-such-pool"),
+                                         node_name=node, uploader=env.uploads),
+        unsupported=InstanceSpec(instance_type="m6a.large"),
+        unsupported_field="instance_type",
+        unknown_id=str(uuid.uuid4()),
+        residue=residue,
+    )
+
+
+def local(request: pytest.FixtureRequest, node: str) -> Subject:
+    import secrets
+
+    from providers.local.provider import LocalProvider
+    from providers.local.settings import LocalSettings
+    from tests.providers.local.conftest import user_data
+
+    state: Path = request.getfixturevalue("state_dir")
+    tls = request.getfixturevalue("agent_tls")
+    tag = secrets.token_hex(3)
+    settings = LocalSettings(
+        subnet=f"198.18.{int(tag[:2], 16)}.0/24", bridge=f"pptc{tag}",
+        state_dir=str(state), netns="on",
+    )
+    request.addfinalizer(lambda: _delete_link(settings.bridge))
+
+    def entries() -> set[str]:
+        return {p.name for p in state.iterdir()} if state.exists() else set()
+
+    async def residue(name: str) -> set[str]:
+        return await asyncio.to_thread(entries)
+
+    return Subject(
+        make=lambda: LocalProvider(settings, node_name=node),
+        make_bad=lambda: LocalProvider(replace(settings, forwarder=str(state / "missing")),
+                                       node_name=node),
+        unsupported=InstanceSpec(gpus=1),
+        unsupported_field="gpus",
+        unknown_id="0123456789",
+        residue=residue,
+        user_data=lambda name: user_data(tls, name, None),
+    )
+
+
+@pytest.fixture
+async def cloud_api(tmp_path: Path) -> AsyncIterator[CloudAPI]:
+    """The loopback fake cloud API (``tests.fakes.cloudapi``), its VMs not booted."""
+    api = CloudAPI(str(tmp_path))
+    api.cloud.boot = False
+    await api.start()
+    yield api
+    await api.aclose()
+
+
+def fakecloud(request: pytest.FixtureRequest, node: str) -> Subject:
+    """The HTTP fake the subprocess adaptor tests use: the way a cloud without an emulator
+    (Azure, GCP) plugs in, an SDK-less client against a loopback server."""
+    from tests.fakes.httpprovider import HttpProvider, Settings
+
+    api: CloudAPI = request.getfixturevalue("cloud_api")
+
+    def closed_port() -> str:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def residue(name: str) -> set[str]:
+        return {i.id for i in api.provider.instances.values() if i.name == name}
+
+    def slow() -> None:
+        api.provider.faults.create_delay = 0.3
+
+    return Subject(
+        make=lambda: HttpProvider(Settings(url=api.url)),
+        make_bad=lambda: HttpProvider(Settings(url=closed_port())),
+        unsupported=InstanceSpec(volumes=("vol-1",)),
+        unsupported_field="volumes",
+        unknown_id="i-9999",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
+def _delete_link(name: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", "link", "delete", "dev", name], capture_output=True, check=False)
+
+
+# name -> (factory, marks). Azure and GCP add one line each, with their loopback fakes.
+FACTORIES: dict[str, tuple[Factory, tuple[pytest.MarkDecorator, ...]]] = {
+    "fake": (fake, ()),
+    "local": (local, (pytest.mark.root, pytest.mark.netns)),
+    "aws": (aws, ()),
+    "libvirt": (libvirt, ()),
+    "fakecloud": (fakecloud, ()),
+}
