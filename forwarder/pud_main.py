@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from forwarder.userdata.config import ProvisionConfig
+from runtime.logsafe import escape_root_handlers
 
 PROG = "process-user-data"
 log = logging.getLogger("forwarder.pud_main")
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s [userdata/provision] %(message)s",
         stream=sys.stderr,
     )
+    escape_root_handlers()
     try:
         result = asyncio.run(provision_files(config))
     except ProvisionError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from forwarder.apf.interceptor import Interceptor
+from forwarder.apf.listener import AdmissionLimits, GuardedListener, raise_nofile_limit
 from forwarder.apf.options import Options
 from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
@@ -72,6 +73,7 @@ class Forwarder:
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
         is_mounted: MountCheck | None = None,
         environ: dict[str, str] | None = None,
+        limits: AdmissionLimits | None = None,
     ) -> None:
         self._options = options
         self._config = config
@@ -82,13 +84,19 @@ class Forwarder:
         self._interceptor = Interceptor(
             self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted
         )
+        self._limits = limits or AdmissionLimits()
         self._server: Server | None = None
+        self._listener: GuardedListener | None = None
         self._network: PodNetworkHandle | None = None
         self.address: tuple[str, int] | None = None
 
     @property
     def relay(self) -> AgentRelay:
         return self._relay
+
+    @property
+    def listener(self) -> GuardedListener | None:
+        return self._listener
 
     async def start(self) -> tuple[str, int]:
         """Set everything up and serve; returns the bound (host, port)."""
@@ -112,15 +120,17 @@ class Forwarder:
             self._interceptor.register(server)
             log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
                      self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
+            raise_nofile_limit()
+            listener = GuardedListener(server, context, self._limits, label=self._pod)
             try:
-                self.address = await server.start_tcp(
-                    self._options.listen_host, self._options.listen_port, ssl=context
+                self.address = await listener.start(
+                    self._options.listen_host, self._options.listen_port
                 )
             except OSError as exc:
                 raise StartupError(
                     f"failed to listen on {self._options.listen_addr}: {exc.strerror or exc}"
                 ) from None
-            self._server = server
+            self._server, self._listener = server, listener
         except BaseException:
             await self._teardown_network()
             raise
@@ -134,6 +144,9 @@ class Forwarder:
     async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, give calls in flight ``grace`` seconds, then tear everything down."""
         self._notify("STOPPING=1")
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
         if self._server is not None:
             log.info("pod=%s: shutting down (calls in flight get %.1fs)", self._pod, grace)
             await self._server.shutdown(grace=grace)
