@@ -1,6 +1,7 @@
 """Lifecycle of agent-protocol-forwarder, in upstream's order.
 
-start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen ->
+start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen (with
+admission control of unauthenticated connections, see :mod:`forwarder.apf.listener`) ->
 register the relay for ``grpc.AgentService`` and ``grpc.Health`` -> sd_notify ``READY=1``.
 stop: stop accepting, let calls in flight finish for a short grace period, close the agent
 connection, tear down the pod network.
