@@ -37,6 +37,7 @@ from protocols.ttrpc import Server
 log = logging.getLogger(__name__)
 
 _ACCEPT_RETRY_DELAY = 0.1
+_ACCEPT_BATCH = 16
 _REFUSAL_LOG_INTERVAL = 10.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -150,7 +151,13 @@ class GuardedListener:
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        accepted = 0
         while True:
+            accepted += 1
+            if accepted % _ACCEPT_BATCH == 0:
+                # sock_accept does not yield while connections are queued: let handshakes
+                # and calls run between batches, or a flood would starve them.
+                await asyncio.sleep(0)
             try:
                 conn, address = await loop.sock_accept(sock)
             except OSError as exc:
