@@ -106,7 +106,6 @@ class GuardedListener:
         self._plain: set[asyncio.Task[None]] = set()
         self.refused = 0
         self.evicted = 0
-        self._refused_logged = 0
         self._last_refusal_log = float("-inf")
 
     @property
@@ -180,12 +179,14 @@ class GuardedListener:
         tasks = self._pending.setdefault(key, OrderedDict())
         if len(tasks) >= self._limits.per_source:
             _reset(conn)
-            self._note_refusal(key)
+            self.refused += 1
+            self._note_pressure(key)
             if not tasks:
                 del self._pending[key]
             return
         if self._pending_total >= self._limits.total:
             self._evict_one()
+            self._note_pressure(key)
         task = asyncio.create_task(self._handshake(conn, key))
         task.add_done_callback(lambda done: self._handshake_done(done, conn))
         tasks[task] = None
@@ -233,12 +234,12 @@ class GuardedListener:
         except OSError as exc:
             log.debug("pod=%s: connection setup failed: %s", self._label, exc)
 
-    def _note_refusal(self, key: str) -> None:
-        self.refused += 1
+    def _note_pressure(self, key: str) -> None:
+        """Log, at most every ``_REFUSAL_LOG_INTERVAL`` seconds, that limits are being hit."""
         now = asyncio.get_running_loop().time()
-        if now - self._last_refusal_log >= _REFUSAL_LOG_INTERVAL:
-            log.warning("pod=%s: refused %d connection(s) from sources over the limit of %d "
-                        "unauthenticated connections each (latest: %s)", self._label,
-                        self.refused - self._refused_logged, self._limits.per_source, key)
-            self._last_refusal_log = now
-            self._refused_logged = self.refused
+        if now - self._last_refusal_log < _REFUSAL_LOG_INTERVAL:
+            return
+        self._last_refusal_log = now
+        log.warning("pod=%s: unauthenticated connections over the limits (%d per source, %d in "
+                    "all): %d refused, %d evicted so far (latest source %s)", self._label,
+                    self._limits.per_source, self._limits.total, self.refused, self.evicted, key)
