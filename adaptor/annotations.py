@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -59,30 +60,39 @@ def pod_namespace(annotations: Mapping[str, str]) -> str:
     return namespace
 
 
-def _count(annotations: Mapping[str, str], key: str, unit: str) -> int:
-    """A non-negative decimal; empty or absent is 0. Upstream silently turns junk into 0,
-    which then picks a wrong instance type; here junk is an error naming the annotation."""
+#: Upper bounds of the resource annotations: above any instance a cloud offers today (448
+#: vCPUs, 24 TiB, 16 GPUs), far below what would overflow a provider's arithmetic.
+MAX_VCPUS = 1024
+MAX_MEMORY_MIB = 64 * 1024 * 1024  # 64 TiB
+MAX_GPUS = 64
+_DECIMAL = re.compile(r"[0-9]{1,12}")  # ASCII digits only: no sign, "_", or other scripts
+
+
+def _count(annotations: Mapping[str, str], key: str, unit: str, limit: int) -> int:
+    """A non-negative decimal of ASCII digits, at most ``limit``; empty or absent is 0.
+    Upstream silently turns junk into 0, which then picks a wrong instance type; here junk
+    is an error naming the annotation."""
     raw = annotations.get(key, "").strip()
     if not raw:
         return 0
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        value = -1
-    if value < 0:
+    if not _DECIMAL.fullmatch(raw):
         raise InvalidRequest(
-            f"annotation {key}: {raw!r} is not a valid {unit} (expected a non-negative "
+            f"annotation {key}: {raw[:40]!r} is not a valid {unit} (expected a non-negative "
             "decimal integer)"
         )
+    value = int(raw, 10)
+    if value > limit:
+        raise InvalidRequest(f"annotation {key}: {value} is more than the limit of {limit} "
+                             f"({unit})")
     return value
 
 
 def resources(annotations: Mapping[str, str]) -> Resources:
     return Resources(
         instance_type=annotations.get(MACHINE_TYPE, "").strip(),
-        vcpus=_count(annotations, DEFAULT_VCPUS, "vCPU count"),
-        memory_mib=_count(annotations, DEFAULT_MEMORY, "memory size in MiB"),
-        gpus=_count(annotations, DEFAULT_GPUS, "GPU count"),
+        vcpus=_count(annotations, DEFAULT_VCPUS, "vCPU count", MAX_VCPUS),
+        memory_mib=_count(annotations, DEFAULT_MEMORY, "memory size in MiB", MAX_MEMORY_MIB),
+        gpus=_count(annotations, DEFAULT_GPUS, "GPU count", MAX_GPUS),
         gpu_model=annotations.get(GPU_MODEL, "").strip(),
         image=annotations.get(IMAGE, "").strip(),
     )

@@ -18,6 +18,7 @@ from importlib import metadata
 from forwarder.apf.daemon import Forwarder, StartupError, load_config
 from forwarder.apf.options import PROGRAM_NAME, Options, UsageError, parse_options, usage
 from runtime import aio
+from runtime.logsafe import escape_root_handlers
 
 log = logging.getLogger("forwarder")
 
@@ -41,6 +42,7 @@ def _configure_logging() -> None:
         format="%(asctime)s [%(name)s] %(levelname)s %(message)s",
         datefmt="%Y/%m/%d %H:%M:%S",
     )
+    escape_root_handlers()
 
 
 async def serve(options: Options) -> None:

@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import ClassVar
 
 from forwarder.userdata.config import ProvisionConfig
+from runtime.logsafe import escape_root_handlers
 from runtime.settings import SettingsError, build, flags_of, scan, setting, usage
 
 PROG = "process-user-data"
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s [userdata/provision] %(message)s",
         stream=sys.stderr,
     )
+    escape_root_handlers()
     try:
         result = asyncio.run(provision_files(config))
     except ProvisionError as exc:

@@ -51,12 +51,14 @@ INITDATA_DIGEST_PATH = f"{PEERPOD_DIR}/initdata.digest"
 CIDATA_DIR = "/media/cidata"
 CIDATA_USER_DATA_PATH = f"{CIDATA_DIR}/user-data"
 
-#: Paths a ``write_files`` entry may target (upstream ``WriteFilesList``). ``policy.rego``
-#: and ``initdata.digest`` are not in it: they only come from initdata processing.
+#: Paths a ``write_files`` entry may target (upstream ``WriteFilesList`` minus ``aa.toml``
+#: and ``cdh.toml``). The guest components' configuration (``aa.toml``, ``cdh.toml``,
+#: ``policy.rego``) and ``initdata.digest`` are not in it: they come only from initdata,
+#: whose digest is measured (PCR 8, TEE evidence). Upstream also accepts ``aa.toml`` and
+#: ``cdh.toml`` from user-data, which would let the untrusted host choose the KBS whenever
+#: the initdata does not carry them; neither adaptor sends them.
 WRITE_FILES_ALLOWED: frozenset[str] = frozenset(
     {
-        AA_TOML_PATH,
-        CDH_TOML_PATH,
         APF_JSON_PATH,
         AUTH_JSON_PATH,
         INITDATA_PATH,
@@ -73,6 +75,8 @@ AUTH_JSON_MAX_BYTES = 12288
 
 #: Largest user-data accepted by :func:`parse` (Azure caps user-data at 64 KiB anyway).
 MAX_USER_DATA_BYTES = 1024 * 1024
+#: Deepest YAML nesting accepted by :func:`parse`; ours is three levels deep.
+MAX_YAML_DEPTH = 32
 
 HEADER = "#cloud-config"
 
@@ -161,7 +165,9 @@ def normalized(content: str) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors, aliases and duplicate mapping keys."""
+    """SafeLoader that refuses anchors, aliases, duplicate mapping keys and deep nesting."""
+
+    _depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
         event = self.peek_event()
@@ -174,7 +180,18 @@ class _StrictLoader(yaml.SafeLoader):
                 "YAML anchors and aliases are not allowed",
                 event.start_mark,  # type: ignore[arg-type]
             )
-        return Composer.compose_node(self, parent, index)  # type: ignore[arg-type]
+        if self._depth >= MAX_YAML_DEPTH:
+            raise ConstructorError(
+                None,
+                None,
+                f"YAML nesting is deeper than {MAX_YAML_DEPTH} levels",
+                event.start_mark,  # type: ignore[attr-defined]
+            )
+        self._depth += 1
+        try:
+            return Composer.compose_node(self, parent, index)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
@@ -229,6 +246,8 @@ def parse(text: str | bytes) -> list[WriteFile]:
         doc = yaml.load(text, Loader=_StrictLoader)  # strict SafeLoader subclass
     except yaml.YAMLError as exc:
         raise UserDataError(f"user-data is not valid YAML: {_describe_yaml_error(exc)}") from None
+    except RecursionError:  # a backstop: the depth limit above stops nesting first
+        raise UserDataError(f"user-data nests deeper than {MAX_YAML_DEPTH} levels") from None
     if doc is None:
         return []
     if not isinstance(doc, dict):

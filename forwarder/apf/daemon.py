@@ -1,6 +1,7 @@
 """Lifecycle of agent-protocol-forwarder, in upstream's order.
 
-start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen ->
+start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen (with
+admission control of unauthenticated connections, see :mod:`forwarder.apf.listener`) ->
 register the relay for ``grpc.AgentService`` and ``grpc.Health`` -> sd_notify ``READY=1``.
 stop: stop accepting, let calls in flight finish for a short grace period, close the agent
 connection, tear down the pod network.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from forwarder.apf.interceptor import Interceptor
+from forwarder.apf.listener import AdmissionLimits, GuardedListener, raise_nofile_limit
 from forwarder.apf.options import Options
 from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
@@ -90,6 +92,7 @@ class Forwarder:
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
         is_mounted: MountCheck | None = None,
         environ: dict[str, str] | None = None,
+        limits: AdmissionLimits | None = None,
     ) -> None:
         self._options = options
         self._config = config
@@ -100,13 +103,19 @@ class Forwarder:
         self._interceptor = Interceptor(
             self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted
         )
+        self._limits = limits or AdmissionLimits()
         self._server: Server | None = None
+        self._listener: GuardedListener | None = None
         self._network: PodNetworkHandle | None = None
         self.address: tuple[str, int] | None = None
 
     @property
     def relay(self) -> AgentRelay:
         return self._relay
+
+    @property
+    def listener(self) -> GuardedListener | None:
+        return self._listener
 
     async def start(self) -> tuple[str, int]:
         """Set everything up and serve; returns the bound (host, port)."""
@@ -131,15 +140,17 @@ class Forwarder:
             self._interceptor.register(server)
             log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
                      self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
+            raise_nofile_limit()
+            listener = GuardedListener(server, context, self._limits, label=self._pod)
             try:
-                self.address = await server.start_tcp(
-                    self._options.listen_host, self._options.listen_port, ssl=context
+                self.address = await listener.start(
+                    self._options.listen_host, self._options.listen_port
                 )
             except OSError as exc:
                 raise StartupError(
                     f"failed to listen on {self._options.listen_addr}: {exc.strerror or exc}"
                 ) from None
-            self._server = server
+            self._server, self._listener = server, listener
         except BaseException:
             await self._teardown_network()
             raise
@@ -153,6 +164,9 @@ class Forwarder:
     async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, give calls in flight ``grace`` seconds, then tear everything down."""
         self._notify("STOPPING=1")
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
         if self._server is not None:
             log.info("pod=%s: shutting down (calls in flight get %.1fs)", self._pod, grace)
             await self._server.shutdown(grace=grace)

@@ -6,8 +6,9 @@ undecoded. The changes are upstream's:
 * ``CreateSandbox``: ``dns`` is cleared, so the agent leaves the VM's ``/etc/resolv.conf``
   alone (the pod VM resolves through its own network, not the worker's).
 * ``CreateContainer``: the container joins the pod network namespace (a ``network``
-  namespace with the pod netns path is appended to ``OCI.Linux.Namespaces``); missing
-  bind-mount source directories are created; CSI volumes named in the
+  namespace with the pod netns path is appended to ``OCI.Linux.Namespaces``, replacing any
+  network namespace the caller put there); missing bind-mount source directories are
+  created below Kata's shared-volume roots only; CSI volumes named in the
   ``...peerpodvolumes.target_path`` annotation are waited for until mounted. Cloud volumes
   (``io.confidentialcontainers.org.cloud_volumes``) are not supported yet: such a call fails
   with FAILED_PRECONDITION instead of starting the container without its volumes.
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import (
+    KATA_SHARED_ROOTS,
     MOUNT_WAIT_TIMEOUT,
     VOLUME_TARGET_PATH_KEY,
     MountCheck,
@@ -65,6 +67,7 @@ class Interceptor:
         pod: str = "",
         is_mounted: MountCheck | None = None,
         mount_wait_limit: float = MOUNT_WAIT_TIMEOUT,
+        bind_roots: tuple[str, ...] = KATA_SHARED_ROOTS,
     ) -> None:
         self._relay = relay
         self._netns = pod_netns
@@ -72,6 +75,7 @@ class Interceptor:
         self._sandbox = "-"
         self._is_mounted = is_mounted or mountinfo_checker()
         self._mount_wait_limit = mount_wait_limit
+        self._bind_roots = bind_roots
 
     @property
     def label(self) -> str:
@@ -120,8 +124,7 @@ class Interceptor:
                       "supported yet", self.label, cid, CLOUD_VOLUMES_KEY)
             raise TTRPCError(Code.FAILED_PRECONDITION, "cloud volumes are not supported yet")
 
-        spec.Linux.Namespaces.append(oci_pb2.LinuxNamespace(Type=NETWORK_NAMESPACE,
-                                                            Path=self._netns))
+        self._join_pod_netns(spec, cid)
         for ns in spec.Linux.Namespaces:
             log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type,
                      ns.Path)
@@ -129,12 +132,28 @@ class Interceptor:
         await self._prepare_mounts(spec, cid)
         return await self._forward(ctx, request.SerializeToString(), "CreateContainer")
 
+    def _join_pod_netns(self, spec: oci_pb2.Spec, cid: str) -> None:
+        """Make the pod netns the container's only network namespace. A network namespace
+        the caller supplied is dropped (upstream keeps it next to ours, and which one the
+        runtime then uses is up to the order)."""
+        namespaces = spec.Linux.Namespaces
+        supplied = [ns for ns in namespaces if ns.Type == NETWORK_NAMESPACE]
+        if supplied:
+            log.warning("%s: CreateContainer %s: replacing the network namespace(s) %s with "
+                        "the pod network namespace", self.label, cid,
+                        ", ".join(repr(ns.Path) for ns in supplied))
+            kept = [ns for ns in namespaces if ns.Type != NETWORK_NAMESPACE]
+            del namespaces[:]
+            namespaces.extend(kept)
+        namespaces.append(oci_pb2.LinuxNamespace(Type=NETWORK_NAMESPACE, Path=self._netns))
+
     async def _prepare_mounts(self, spec: oci_pb2.Spec, cid: str) -> None:
         mounts = [MountView(m.source, m.type, tuple(m.options)) for m in spec.Mounts]
         if not mounts:
             return
         label = f"{self.label} container={cid}"
-        await asyncio.to_thread(create_missing_bind_sources, mounts, label=label)
+        await asyncio.to_thread(create_missing_bind_sources, mounts, label=label,
+                                roots=self._bind_roots)
         targets = target_paths(spec.Annotations.get(VOLUME_TARGET_PATH_KEY, ""))
         for mount in mounts:
             if mount.source not in targets:

@@ -1,7 +1,9 @@
 """Filesystem side of ``CreateContainer``: bind-mount sources and CSI volume mounts.
 
 * Bind mounts whose source does not exist get the source created as a directory (the
-  pod VM has none of the worker's host paths), as upstream does.
+  pod VM has none of the worker's host paths), as upstream does, but only below Kata's
+  shared-volume roots (:data:`KATA_SHARED_ROOTS`) and without following symlinks there;
+  upstream creates any path the caller names, as root.
 * Sources listed in the ``io.confidentialcontainers.org.peerpodvolumes.target_path``
   annotation are CSI volumes published into the VM; the container must not start before
   each is mounted, so the call waits (polling, at most 5 s apart) for up to 3 minutes.
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -26,6 +29,16 @@ MOUNT_POLL_MAX_INTERVAL = 5.0
 _MOUNT_POLL_FIRST_INTERVAL = 0.1
 _BIND_OPTIONS = frozenset({"bind", "rbind"})
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Guest directories under which Kata places the sources of a container's shared volumes
+#: (kata-containers ``virtcontainers/kata_agent.go``: ``defaultKataGuestSharedDir`` for
+#: files shared from the host such as hostname, resolv.conf, configmaps and secrets;
+#: ``defaultKataGuestSandboxDir`` for shm, ``ephemeral`` and ``local`` emptyDirs). Missing
+#: bind-mount sources are created only below these.
+KATA_SHARED_ROOTS: tuple[str, ...] = (
+    "/run/kata-containers/shared/containers/",
+    "/run/kata-containers/sandbox/",
+)
 
 MountCheck = Callable[[str], bool]
 
@@ -80,22 +93,53 @@ def target_paths(annotation: str) -> frozenset[str]:
     return frozenset(item.strip() for item in annotation.split(",") if item.strip())
 
 
-def create_missing_bind_sources(mounts: Iterable[MountView], *, label: str) -> list[str]:
-    """mkdir -p the source of every bind mount whose source does not exist.
+def bind_source_root(source: str, roots: Iterable[str] = KATA_SHARED_ROOTS) -> str | None:
+    """The Kata root ``source`` lies strictly under, or ``None``. ``source`` must already be
+    normal: no ``.``/``..`` components, no doubled or trailing slash."""
+    if not os.path.isabs(source) or os.path.normpath(source) != source or "\0" in source:
+        return None
+    for root in roots:
+        if source.startswith(root) and len(source) > len(root):
+            return root
+    return None
 
-    Failures are logged and skipped (the agent will then report the mount error).
-    Returns the directories created.
+
+def _mkdirs_nofollow(root: str, relative: str) -> None:
+    """``mkdir -p root/relative`` without following a symlink below ``root``: a container
+    that can write into a shared volume cannot point a later source at ``/etc``."""
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in relative.split("/"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            child = os.open(part, _DIR_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def create_missing_bind_sources(
+    mounts: Iterable[MountView], *, label: str, roots: tuple[str, ...] = KATA_SHARED_ROOTS
+) -> list[str]:
+    """mkdir -p the source of every bind mount whose source does not exist, when it lies under
+    one of ``roots`` (Kata's guest directories for shared volumes).
+
+    Failures and sources elsewhere are logged and skipped (the agent will then report the
+    mount error). Returns the directories created.
     """
     created: list[str] = []
     for mount in mounts:
         if not mount.is_bind or not mount.source or os.path.lexists(mount.source):
             continue
-        if not os.path.isabs(mount.source):
-            log.warning("%s: bind mount source %r is not absolute, not creating it",
-                        label, mount.source)
+        root = bind_source_root(mount.source, roots)
+        if root is None:
+            log.warning("%s: bind mount source %r is not under %s, not creating it",
+                        label, mount.source, " or ".join(roots))
             continue
         try:
-            os.makedirs(mount.source, mode=0o777, exist_ok=True)
+            _mkdirs_nofollow(root, mount.source[len(root):].strip("/"))
         except OSError as exc:
             log.warning("%s: failed to create bind mount source %s: %s", label, mount.source, exc)
             continue

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from forwarder.userdata.config import ProvisionConfig
+from forwarder.userdata.errors import FetchError
 from forwarder.userdata.sources import (
     AlibabaSource,
     AwsSource,
@@ -28,12 +29,15 @@ from forwarder.userdata.sources import (
     FileSource,
     GcpSource,
     UserDataSource,
+    read_regular_file,
 )
 
 log = logging.getLogger(__name__)
 
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 _DMI_KEYS = ("sys_vendor", "product_name", "chassis_asset_tag")
+#: sysfs DMI strings are short; anything longer is not one of the values we look for.
+DMI_VALUE_MAX_BYTES = 4096
 
 
 def read_dmi(dmi_dir: Path) -> dict[str, str]:
@@ -41,9 +45,10 @@ def read_dmi(dmi_dir: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for key in _DMI_KEYS:
         try:
-            values[key] = (dmi_dir / key).read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
+            raw = read_regular_file(dmi_dir / key, DMI_VALUE_MAX_BYTES)
+        except FetchError:
             continue
+        values[key] = raw.decode("utf-8", errors="replace").strip()
     return values
 
 

@@ -100,19 +100,23 @@ class SafeDir:
         Raises :class:`UnsafePathError` when the target or a parent is a symlink or the
         target is something other than a regular file; nothing is written then.
         """
+        staged = self.stage(relpath, data, mode)
+        try:
+            staged.commit()
+        finally:
+            staged.discard()
+
+    def stage(self, relpath: str, data: bytes, mode: int) -> Staged:
+        """Write ``data`` to a temporary file next to ``relpath``; :meth:`Staged.commit`
+        renames it into place, :meth:`Staged.discard` removes it.
+
+        The target checks of :meth:`write` happen here, so a staged file can be committed.
+        """
         parts = _components(relpath)
         name = parts[-1]
         dir_fd = self._open_parent(parts, create=True)
         try:
-            try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            else:
-                if stat.S_ISLNK(st.st_mode):
-                    raise UnsafePathError(f"{relpath} is a symlink")
-                if not stat.S_ISREG(st.st_mode):
-                    raise UnsafePathError(f"{relpath} exists and is not a regular file")
+            self._check_target(dir_fd, name, relpath)
             tmp = f".{name}.{secrets.token_hex(6)}.tmp"
             fd = os.open(
                 tmp,
@@ -129,13 +133,44 @@ class SafeDir:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
                 raise
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return Staged(relpath, dir_fd, tmp, name)
+
+    @staticmethod
+    def _check_target(dir_fd: int, name: str, relpath: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError(f"{relpath} is a symlink")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(f"{relpath} exists and is not a regular file")
+
+    def remove(self, relpath: str) -> bool:
+        """Unlink the regular file ``relpath``. Returns whether it existed; a symlink or
+        anything else that is not a regular file is an :class:`UnsafePathError` and stays."""
+        parts = _components(relpath)
+        try:
+            dir_fd = self._open_parent(parts, create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                self._check_target(dir_fd, parts[-1], relpath)
+                os.unlink(parts[-1], dir_fd=dir_fd)
+            except FileNotFoundError:
+                return False
         finally:
             os.close(dir_fd)
+        return True
+
 
     def read(self, relpath: str, limit: int) -> bytes:
         """Read a regular file (not through a symlink) of at most ``limit`` bytes.
@@ -146,7 +181,12 @@ class SafeDir:
         dir_fd = self._open_parent(parts, create=False)
         try:
             try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                # O_NONBLOCK: opening a FIFO planted here must not wait for a writer.
+                fd = os.open(
+                    parts[-1],
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=dir_fd,
+                )
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise UnsafePathError(f"{relpath} is a symlink") from None
@@ -184,3 +224,34 @@ class SafeDir:
         finally:
             os.close(dir_fd)
         return True
+
+
+class Staged:
+    """A file written under a temporary name, waiting to be renamed into place."""
+
+    def __init__(self, relpath: str, dir_fd: int, tmp: str, name: str) -> None:
+        self.relpath = relpath
+        self._dir_fd = dir_fd
+        self._tmp: str | None = tmp
+        self._name = name
+
+    def commit(self) -> None:
+        """Rename into place (atomic: a reader sees the old file or the new one)."""
+        if self._tmp is None:
+            raise ValueError(f"{self.relpath}: already committed or discarded")
+        os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        self._tmp = None
+        self._close()
+
+    def discard(self) -> None:
+        """Remove the temporary file unless committed. Safe to call more than once."""
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp, dir_fd=self._dir_fd)
+            self._tmp = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1

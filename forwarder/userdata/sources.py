@@ -7,9 +7,12 @@ IMDS token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +28,8 @@ REQUEST_TIMEOUT = 10.0
 #: Upstream's bound on the IMDSv2 token request.
 AWS_TOKEN_TIMEOUT = 5.0
 AWS_TOKEN_TTL_SECONDS = "60"
+#: IMDSv2 tokens are a few dozen bytes; a larger answer is not a token.
+AWS_TOKEN_MAX_BYTES = 4096
 
 AWS_TOKEN_PATH = "/latest/api/token"
 AWS_USER_DATA_PATH = "/latest/user-data"
@@ -50,13 +55,17 @@ def _decode_base64(body: bytes, url: str) -> bytes:
         raise FetchError(f"{url}: user-data is not valid base64 ({exc})") from None
 
 
-async def _read_limited(response: aiohttp.ClientResponse, url: str) -> bytes:
+async def _read_limited(
+    response: aiohttp.ClientResponse, url: str, limit: int = MAX_USER_DATA_BYTES,
+    what: str = "user-data",
+) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (never read whole first)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(65536):
         size += len(chunk)
-        if size > MAX_USER_DATA_BYTES:
-            raise FetchError(f"{url}: user-data is larger than {MAX_USER_DATA_BYTES} bytes")
+        if size > limit:
+            raise FetchError(f"{url}: {what} is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -99,14 +108,28 @@ class FileSource:
 
     async def fetch(self) -> bytes:
         log.info("source=file: reading user-data from %s", self.path)
-        try:
-            with self.path.open("rb") as stream:
-                data = stream.read(MAX_USER_DATA_BYTES + 1)
-        except OSError as exc:
-            raise FetchError(f"{self.path}: {exc.strerror or exc}") from None
-        if len(data) > MAX_USER_DATA_BYTES:
-            raise FetchError(f"{self.path}: user-data is larger than {MAX_USER_DATA_BYTES} bytes")
-        return data
+        return await asyncio.to_thread(read_regular_file, self.path, MAX_USER_DATA_BYTES)
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file. A FIFO, a device or a directory is refused
+    without blocking (``O_NONBLOCK``): it could otherwise hang the read past every timeout."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FetchError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FetchError(f"{path}: user-data is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(limit + 1)
+    except OSError as exc:
+        raise FetchError(f"{path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FetchError(f"{path}: user-data is larger than {limit} bytes")
+    return data
 
 
 class AzureSource:
@@ -145,7 +168,12 @@ class AwsSource:
                 if response.status != 200:
                     reason = f"{self.token_url} answered {response.status}"
                 else:
-                    return (await response.read()).decode("ascii", errors="replace")
+                    body = await _read_limited(
+                        response, self.token_url, AWS_TOKEN_MAX_BYTES, "IMDSv2 token"
+                    )
+                    return body.decode("ascii", errors="replace")
+        except FetchError as exc:
+            reason = str(exc)
         except aiohttp.ClientError as exc:
             reason = f"{self.token_url}: {type(exc).__name__}"
         except TimeoutError:

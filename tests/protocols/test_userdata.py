@@ -190,9 +190,8 @@ def test_render_refuses_what_yaml_cannot_carry(path: str, content: str, message:
 
 
 def test_allow_lists() -> None:
+    # aa.toml and cdh.toml (upstream accepts both) come only from the measured initdata.
     assert {
-        "/run/peerpod/aa.toml",
-        "/run/peerpod/cdh.toml",
         "/run/peerpod/apf.json",
         "/run/peerpod/auth.json",
         "/run/peerpod/initdata",
@@ -200,6 +199,7 @@ def test_allow_lists() -> None:
     } == userdata.WRITE_FILES_ALLOWED
     assert userdata.POLICY_REGO_PATH not in userdata.WRITE_FILES_ALLOWED
     assert userdata.INITDATA_DIGEST_PATH not in userdata.WRITE_FILES_ALLOWED
+    assert not userdata.INITDATA_FILES_ALLOWED & userdata.WRITE_FILES_ALLOWED
     assert {
         "/run/peerpod/aa.toml", "/run/peerpod/cdh.toml", "/run/peerpod/policy.rego"
     } == userdata.INITDATA_FILES_ALLOWED
@@ -232,3 +232,22 @@ def test_text_files_render_and_round_trip(lines: list[str]) -> None:
     """Printable lines whose first line does not start with a space always round-trip."""
     content = "\n".join(lines) + "\n"
     assert parse(render([WriteFile("/f", content)])) == [WriteFile("/f", normalized(content))]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200_000,
+        "{a: " * 50_000,
+        "#cloud-config\nwrite_files:\n" + "- " * 20_000 + "x\n",
+        "a:\n" + "".join(" " * n + "a:\n" for n in range(1, 400)),
+    ],
+)
+def test_deep_nesting_is_a_user_data_error(text: str) -> None:
+    with pytest.raises(UserDataError, match="deeper than 32 levels"):
+        parse(text)
+
+
+def test_nesting_within_the_limit_still_parses_as_yaml() -> None:
+    with pytest.raises(UserDataError, match="must be a mapping"):
+        parse("write_files:\n  - " + "[" * 28 + "]" * 28 + "\n")

@@ -48,7 +48,7 @@ async def client(agent: FakeAgent, setup: Setup, tmp_path: Path) -> AsyncIterato
     relay = AgentRelay(agent.path, dial_timeout=5)
     interceptor = Interceptor(relay, pod_netns=NETNS, pod="default/nginx",
                               is_mounted=setup.is_mounted,
-                              mount_wait_limit=2.0)
+                              mount_wait_limit=2.0, bind_roots=(f"{tmp_path}/host/",))
     server = Server()
     interceptor.register(server)
     path = str(tmp_path / "fwd.sock")
@@ -197,3 +197,69 @@ def test_real_mount_is_seen(tmp_path: Path) -> None:
         assert check(str(target) + os.sep)
     finally:
         subprocess.run(["umount", str(target)], check=True)
+
+
+# --------------------------------------------------------------------------- side effects
+
+
+async def test_bind_sources_outside_kata_roots_are_not_created(
+    client: Client, agent: FakeAgent, tmp_path: Path
+) -> None:
+    outside = tmp_path / "etc" / "cron.d"
+    escape = f"{tmp_path}/host/../escaped"
+    spec = oci_pb2.Spec(Mounts=[
+        oci_pb2.Mount(destination="/a", source=str(outside), type="bind"),
+        oci_pb2.Mount(destination="/b", source=escape, type="bind"),
+        oci_pb2.Mount(destination="/c", source=f"{tmp_path}/host", type="bind"),
+        oci_pb2.Mount(destination="/d", source=f"{tmp_path}/host/ok", type="bind"),
+    ])
+    await create(client, container(spec))
+    assert not (tmp_path / "etc").exists()
+    assert not (tmp_path / "escaped").exists()
+    assert (tmp_path / "host" / "ok").is_dir()
+    # The call still reaches the agent unchanged, which reports any mount error itself.
+    assert [m.source for m in forwarded(agent).OCI.Mounts] == [m.source for m in spec.Mounts]
+
+
+async def test_bind_source_creation_does_not_follow_symlinks(
+    client: Client, agent: FakeAgent, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "host").mkdir()
+    # A container that can write into a shared volume plants a link to elsewhere.
+    (tmp_path / "host" / "link").symlink_to(victim)
+    spec = oci_pb2.Spec(Mounts=[
+        oci_pb2.Mount(destination="/a", source=f"{tmp_path}/host/link/new", type="bind"),
+    ])
+    await create(client, container(spec))
+    assert list(victim.iterdir()) == []
+    assert len(agent.calls("CreateContainer")) == 1
+
+
+def test_kata_roots_are_the_guest_shared_directories() -> None:
+    from forwarder.apf.volumes import KATA_SHARED_ROOTS, bind_source_root
+
+    assert KATA_SHARED_ROOTS == (
+        "/run/kata-containers/shared/containers/", "/run/kata-containers/sandbox/"
+    )
+    cid = "/run/kata-containers/shared/containers/0123abcd-4567-hostname"
+    assert bind_source_root(cid) == "/run/kata-containers/shared/containers/"
+    assert bind_source_root("/run/kata-containers/sandbox/local/vol") is not None
+    for bad in ("/run/kata-containers/shared/containers/", "/run/kata-containers/sandbox",
+                "/run/kata-containers/sandbox/../../etc", "/etc/cron.d",
+                "/run/kata-containers/sandbox//x", "/run/kata-containers/sandbox/x/",
+                "relative/run/kata-containers/sandbox/x"):
+        assert bind_source_root(bad) is None, bad
+
+
+async def test_caller_network_namespace_is_replaced(client: Client, agent: FakeAgent) -> None:
+    spec = oci_pb2.Spec(Linux=oci_pb2.Linux(Namespaces=[
+        oci_pb2.LinuxNamespace(Type="pid"),
+        oci_pb2.LinuxNamespace(Type="network", Path="/proc/1/ns/net"),
+        oci_pb2.LinuxNamespace(Type="mount"),
+        oci_pb2.LinuxNamespace(Type="network", Path=""),
+    ]))
+    await create(client, container(spec))
+    got = [(n.Type, n.Path) for n in forwarded(agent).OCI.Linux.Namespaces]
+    assert got == [("pid", ""), ("mount", ""), ("network", NETNS)]

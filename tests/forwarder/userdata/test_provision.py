@@ -168,12 +168,13 @@ async def test_symlink_at_target_is_refused(tmp_path: Path, config: ProvisionCon
     (config.peerpod_dir / "apf.json").symlink_to(outside)
     config = with_cidata(config, _user_data())
 
-    result = await provision_files(config)
+    # An allow-listed file that cannot be written fails the step, and nothing is committed.
+    with pytest.raises(ProvisionError, match=r"apf\.json is a symlink"):
+        await provision_files(config)
 
-    assert APF_JSON_PATH in result.refused
     assert outside.read_text() == "keep me"
     assert (config.peerpod_dir / "apf.json").is_symlink()
-    assert (config.peerpod_dir / "auth.json").read_text() == AUTH
+    assert _tree(config.peerpod_dir) == {"apf.json"}
 
 
 async def test_symlinked_peerpod_dir_is_refused(tmp_path: Path, config: ProvisionConfig) -> None:
