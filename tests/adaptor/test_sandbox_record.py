@@ -49,7 +49,7 @@ V1_RECORD = r"""{
  "state": "running",
  "user_data": "#cloud-config\n",
  "version": 1
-}"""
+}"""  # noqa: E501
 
 NETWORK = apf.PodNetwork(
     tunnel_type="vxlan", pod_ip="10.244.1.5/24", pod_hw_addr="0a:58:0a:f4:01:05",
@@ -119,14 +119,14 @@ async def test_a_daemon_takes_a_running_pod_over_from_a_version_1_record(
     assert live is not None and live.pod_network is not None
     # What the previous release wrote for this very pod: the literal v1 record, with the
     # live pod's values (its VM, its socket, its TLS material) in place of the examples.
-    apf_text = Path(settings.pods_dir, "sb-v1", "apf.json").read_text()
+    apf_text = Path(settings.pods_dir, "sb-v1", "apf.json").read_text()  # noqa: ASYNC240
     v1 = json.loads(V1_RECORD)
     v1.update(apf_json=apf_text, instance_id=live.instance_id,
               instance_ips=list(live.instance_ips), instance_name=live.instance_name,
               socket_path=path, server_name=live.server_name, user_data=live.user_data,
               netns_path=live.netns_path, fingerprint=live.fingerprint,
               pod_name=live.pod_name, pod_namespace=live.pod_namespace)
-    Path(settings.pods_dir, "sb-v1", "sandbox.json").write_text(json.dumps(v1))
+    Path(settings.pods_dir, "sb-v1", "sandbox.json").write_text(json.dumps(v1))  # noqa: ASYNC240
     network.allocator.release("sb-v1")  # a new process: nothing allocated yet
 
     async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY) as d:
