@@ -1,7 +1,7 @@
 """What a stop could not remove stays recorded and is retried; ``InstanceRequest.attempt``
 counts the creations of a sandbox. The pod network here is the recording fake; the
 same retry against real VXLAN devices and iptables rules is in
-``tests/adaptor/network/test_teardown_retry.py``."""
+``tests/adaptor/test_sandbox_netns.py``."""
 
 from __future__ import annotations
 
