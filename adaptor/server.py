@@ -4,8 +4,8 @@ plus the state store, the orphan sweep and the probe/metrics HTTP server.
 ``start()``: verify the provider configuration when asked, load the instance-type
 catalogue, open the probe port (``/startup`` answers 503 until the end of this sequence),
 restore the sandboxes from the store (agent sockets, VXLAN ids, interrupted StartVMs), take
-the hypervisor socket (``mkdir -p``, unlink whatever is there, bind: a newer adaptor takes
-over from an older one), then start the orphan sweep.
+the hypervisor socket (``mkdir -p``, bind with mode 0600 beside it and rename over whatever
+is there: a newer adaptor takes over from an older one), then start the orphan sweep.
 
 ``aclose()``: stop accepting, let calls in flight finish (``SHUTDOWN_GRACE_PERIOD``), close
 the agent proxies (pod VMs keep running, records stay), close the provider, and remove the
@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
@@ -32,7 +33,7 @@ from adaptor.restore import RestoreReport, restore
 from adaptor.service import HYPERVISOR_SERVICE, HypervisorService
 from adaptor.store import SandboxStore
 from adaptor.sweep import OrphanSweeper
-from adaptor.tls import AgentTLS
+from adaptor.tls import MANUAL_SERVER_NAME, AgentTLS
 from adaptor.tlsstate import TLSStateError
 from protocols.kata import hypervisor_pb2
 from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
@@ -90,6 +91,11 @@ def prepare(settings: AdaptorSettings) -> Prepared:
         log.warning("TLS is disabled: agent traffic to pod VMs is not encrypted")
     elif settings.tls_skip_verify:
         log.warning("TLS_SKIP_VERIFY is set: pod VM certificates are not verified")
+    elif not tls.automatic:
+        log.warning("CACERT_FILE is set (manual TLS mode): every pod VM is checked against the "
+                    "fixed name %s, so pod VMs cannot be told apart and a VM that takes over "
+                    "another's IP is accepted; without CACERT_FILE each VM gets its own "
+                    "certificate and an impostor at a reused IP is refused", MANUAL_SERVER_NAME)
     if profile.is_set:
         log.warning("TLS profile %s is baked into pod VMs at creation; existing pods keep "
                     "their old profile", profile)
@@ -202,10 +208,7 @@ class Daemon:
         HypervisorService(manager, self.metrics).register(server)
         path = settings.socket
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            await server.start_unix(path)
+            await _listen_privately(server, path)
             self._socket_id = _file_id(path)
         except OSError as exc:
             await server.shutdown(grace=0)
@@ -278,6 +281,23 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _listen_privately(server: Server, path: str) -> None:
+    """Serve ``path`` with mode 0600 whatever the umask: bind in a fresh private directory
+    beside it, set the mode, then rename over ``path`` (a newer adaptor takes the socket over
+    from an older one in one step). No one else can connect before the mode is set."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".hv-", dir=directory)
+    try:
+        bound = os.path.join(staging, "s")
+        await server.start_unix(bound, mode=0o600)
+        os.replace(bound, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(staging, "s"))
+        os.rmdir(staging)
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
