@@ -83,6 +83,7 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         self._building: dict[str, asyncio.Future[None]] = {}
         self._changed = asyncio.Event()
+        self.info_waiters = 0  # GetInfo calls waiting for an instance id
 
     # ------------------------------------------------------------------ registry
     def sandbox(self, sandbox_id: str) -> Sandbox | None:
@@ -194,9 +195,13 @@ class SandboxManager:
     ) -> str:
         """The instance id of a pod ("" when none); with ``wait``, block until there is one."""
         if wait:
-            async with asyncio.timeout(timeout):
-                while not self._instance_of(pod_namespace, pod_name):
-                    await self._changed.wait()
+            self.info_waiters += 1
+            try:
+                async with asyncio.timeout(timeout):
+                    while not self._instance_of(pod_namespace, pod_name):
+                        await self._changed.wait()
+            finally:
+                self.info_waiters -= 1
         return self._instance_of(pod_namespace, pod_name)
 
     # ------------------------------------------------------------------ lifecycle
