@@ -37,7 +37,7 @@ from adaptor.tls import MANUAL_SERVER_NAME, AgentTLS
 from adaptor.tlsstate import TLSStateError
 from protocols.kata import hypervisor_pb2
 from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
-from providers.base import ConfigError, Provider
+from providers.base import ConfigError, InstanceTypeCatalogue, Provider
 from runtime.errors import StartupError
 from runtime.tlsprofile import TLSProfileError, parse_profile
 
@@ -180,29 +180,7 @@ class Daemon:
                 raise StartupError(f"cloud config verification failed: {exc}") from None
         network = self._network or make_network(settings)
         catalogue = await self.provider.instance_types()
-        manager = self.manager = SandboxManager(
-            ManagerConfig(
-                pods_dir=settings.pods_dir,
-                node_name=self._prepared.node_name,
-                forwarder_port=settings.forwarder_port,
-                proxy_timeout=settings.proxy_timeout.total_seconds(),
-                enable_scratch_space=settings.enable_scratch_space,
-                ext_network_via_podvm=settings.ext_network_via_podvm,
-                default_initdata=self._prepared.default_initdata,
-                delete_retry=self._delete_retry,
-            ),
-            provider=self.provider,
-            network=network,
-            tls=self._prepared.tls,
-            catalogue=catalogue,
-            store=self.store,
-            metrics=self.metrics,
-        )
-        self.metrics.add_gauge("sandboxes", "sandboxes known to the adaptor, by state",
-                               "state", manager.counts_by_state)
-        self.metrics.add_gauge("proxy_forwarder_connections",
-                               "agent proxies with a live connection to their forwarder", None,
-                               manager.forwarder_connections)
+        manager = self.manager = self._make_manager(network, catalogue)
         self.restored = await restore(manager, self.store, network)
         server = Server()
         HypervisorService(manager, self.metrics).register(server)
@@ -225,6 +203,35 @@ class Daemon:
         self.sweeper.start()
         self.started = True
         log.info("server started on %s (node %s)", path, self._prepared.node_name)
+
+    def _make_manager(
+        self, network: WorkerNetwork, catalogue: InstanceTypeCatalogue | None
+    ) -> SandboxManager:
+        settings = self.settings
+        manager = SandboxManager(
+            ManagerConfig(
+                pods_dir=settings.pods_dir,
+                node_name=self._prepared.node_name,
+                forwarder_port=settings.forwarder_port,
+                proxy_timeout=settings.proxy_timeout.total_seconds(),
+                enable_scratch_space=settings.enable_scratch_space,
+                ext_network_via_podvm=settings.ext_network_via_podvm,
+                default_initdata=self._prepared.default_initdata,
+                delete_retry=self._delete_retry,
+            ),
+            provider=self.provider,
+            network=network,
+            tls=self._prepared.tls,
+            catalogue=catalogue,
+            store=self.store,
+            metrics=self.metrics,
+        )
+        self.metrics.add_gauge("sandboxes", "sandboxes known to the adaptor, by state",
+                               "state", manager.counts_by_state)
+        self.metrics.add_gauge("proxy_forwarder_connections",
+                               "agent proxies with a live connection to their forwarder", None,
+                               manager.forwarder_connections)
+        return manager
 
     async def _socket_answers(self) -> tuple[bool, str]:
         try:
