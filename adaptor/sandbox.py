@@ -61,7 +61,7 @@ class Sandbox(SandboxCore):
                     and self.proxy.ready:
                 log.info("sandbox=%s: StartVM of a running sandbox; nothing to do", self.id)
                 return
-            if self._state.phase is SandboxState.STOP_FAILED:
+            if self._state.phase in (SandboxState.STOP_FAILED, SandboxState.STOPPING):
                 raise StartFailed(self._being_stopped())
             self._starting = task
             try:
@@ -69,6 +69,14 @@ class Sandbox(SandboxCore):
                     if waited and self._reload():
                         await self._resume()
                         return
+                    if self._state.phase is SandboxState.STARTING:
+                        # Left by a StartVM that died with its process (or whose recovery
+                        # failed): remove what it made first.
+                        log.warning("sandbox=%s: its previous StartVM was interrupted; "
+                                    "cleaning up so that this one starts afresh", self.id)
+                        await self._abandon_start()
+                    if self._state.phase is SandboxState.STOP_FAILED:
+                        raise StartFailed(self._being_stopped())
                     await self._start()
             finally:
                 if self._starting is task:
@@ -83,6 +91,8 @@ class Sandbox(SandboxCore):
         return task
 
     def _being_stopped(self) -> str:
+        if self._state.phase is SandboxState.STOPPING:  # a StopVM was interrupted
+            return f"sandbox {self.id} is being stopped"
         if self._record.instance_id:
             return (f"sandbox {self.id} is being stopped: its instance "
                     f"{self._record.instance_id} could not be deleted yet")

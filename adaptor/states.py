@@ -10,7 +10,8 @@ object performs each step and then reports what happened as an :class:`Event`;
     any --STOP--> STOPPING --(PROXY_CLOSED, INSTANCE_DELETED, TUNNEL_REMOVED,
                               VXLAN_RELEASED) SETTLE--> GONE
     SETTLE with something left to undo --> STOP_FAILED (what is held is what remains)
-    STOP_FAILED --STOP--> STOPPING (a StopVM or the sweep retries the rest)
+    STOP_FAILED --STOP--> STOPPING (a StopVM or the sweep retries the rest; an
+                                    interrupted stop is retried from STOPPING)
     CREATED --INSTANCE_LEFT--> STOP_FAILED (an abandoned creation left an instance behind)
 
 Only CREATED, STARTING, RUNNING and STOP_FAILED are written to the record; STOPPING is the
@@ -90,7 +91,7 @@ _PHASES: dict[Event, tuple[frozenset[SandboxState], SandboxState | None]] = {
     Event.INSTANCE_CREATED: (frozenset({S.STARTING}), None),
     Event.TUNNEL_UP: (frozenset({S.STARTING}), None),
     Event.PROXY_UP: (frozenset({S.STARTING, S.RUNNING}), S.RUNNING),
-    Event.STOP: (_ALIVE - {S.STOPPING}, S.STOPPING),
+    Event.STOP: (_ALIVE, S.STOPPING),  # again from STOPPING: a stop was interrupted
     Event.PROXY_CLOSED: (_ALIVE, None),
     Event.INSTANCE_DELETED: (_UNDOING | {S.STOP_FAILED}, None),
     Event.TUNNEL_REMOVED: (_UNDOING | {S.STOP_FAILED}, None),

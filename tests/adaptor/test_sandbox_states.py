@@ -97,7 +97,7 @@ def test_an_instance_left_by_an_abandoned_creation_must_be_deleted() -> None:
     (State(S.STARTING), Event.PROXY_UP),
     (CREATED, Event.VXLAN_RELEASED),  # released only by a stop
     (CREATED, Event.SETTLE),
-    (State(S.STOPPING), Event.STOP),
+    (State(S.STOPPING), Event.START),  # a stop in progress (or interrupted) is finished
     (State(S.RUNNING, Holdings(instance=True, tunnel=True, proxy=True)), Event.START),
     (State(S.GONE, Holdings(vxlan_id=False)), Event.STOP),
     (State(S.GONE, Holdings(vxlan_id=False)), Event.START),
@@ -115,6 +115,13 @@ def test_a_running_sandbox_without_proxy_may_start_again() -> None:
     assert resumed.phase is S.RUNNING and resumed.holds.proxy
     restarting = advance(lost, Event.START)
     assert restarting == State(S.STARTING, lost.holds)
+
+
+def test_an_interrupted_stop_is_stopped_again() -> None:
+    stopping = run(CREATED, Event.START, Event.INSTANCE_CREATED, Event.STOP)
+    assert advance(stopping, Event.STOP) == stopping
+    assert run(stopping, Event.INSTANCE_DELETED, Event.VXLAN_RELEASED, Event.SETTLE).phase \
+        is S.GONE
 
 
 def test_forget_drops_everything() -> None:

@@ -5,18 +5,20 @@ same retry against real VXLAN devices and iptables rules is in
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from ipaddress import IPv4Address
 
 import pytest
 
 from adaptor.server import Daemon
 from adaptor.states import Holdings, SandboxState
 from adaptor.store import SandboxStore
-from providers.base import ProviderUnavailable
+from providers.base import NODE_TAG, SANDBOX_TAG, Instance, ProviderUnavailable
 from tests.adaptor.conftest import FAST_RETRY, make_settings
-from tests.adaptor.helpers import expect_error
+from tests.adaptor.helpers import eventually, expect_error
 from tests.adaptor.shim import Shim
 from tests.fakes.cloud import FakeCloud
 from tests.fakes.network import FakeWorkerNetwork
@@ -148,3 +150,30 @@ async def test_a_failed_creation_is_retried_with_the_same_attempt(
     (only,) = cloud.provider.created
     assert cloud.provider.requests[only].attempt == 0  # no instance was deleted in between
     await shim.stop_vm("sb-same")
+
+
+async def test_start_vm_takes_over_a_start_that_died_in_another_process(
+    daemon: Daemon, cloud: FakeCloud, shim: Shim, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rolling update: the old adaptor held the start lock and died mid-StartVM, leaving a
+    ``starting`` record and an instance; the new adaptor's StartVM removes that instance
+    first and makes exactly one new VM."""
+    await shim.create_vm("sb-taken")
+    store = SandboxStore(daemon.settings.pods_dir)
+    record = store.load("sb-taken")
+    assert record is not None
+    cloud.provider.add_instance(Instance(id="i-left", name=record.instance_name,
+                                         ips=(IPv4Address("127.0.0.250"),),
+                                         tags={NODE_TAG: "node-1", SANDBOX_TAG: "sb-taken"}))
+    held = store.try_start_lock("sb-taken")  # the other process, mid-StartVM
+    assert held is not None
+    store.save(record.replace(state=SandboxState.STARTING, instance_id="i-left",
+                              instance_ips=("127.0.0.250",)))
+    start = asyncio.create_task(shim.start_vm("sb-taken"))
+    await eventually(lambda: "another adaptor process is starting this sandbox" in caplog.text)
+    assert not start.done()  # waiting for the other process
+    store.release_start_lock(held)  # it dies
+    await start
+    assert "i-left" not in cloud.provider.instances
+    assert len(cloud.provider.instances) == 1 and cloud.provider.create_calls == 1
+    await shim.stop_vm("sb-taken")
