@@ -1,7 +1,9 @@
 """The sandbox state store: one JSON record per sandbox, ``<pods-dir>/<sid>/sandbox.json``.
 
-Records are written atomically (temp file, fsync, rename, fsync of the directory) with mode
-0600, because they carry the rendered user-data and with it the VM's TLS key. A record that
+Records are written atomically (a fresh temp name opened with ``O_EXCL|O_NOFOLLOW`` in the
+same directory, fsync, rename, fsync of the directory) with mode 0600, because they carry the
+rendered user-data and with it the VM's TLS key. Sandbox ids are checked before they name a
+directory here (``adaptor.manager.check_sandbox_id``). A record that
 cannot be read or parsed is renamed to ``sandbox.json.corrupt-<unix time>`` and reported;
 loading carries on with the others.
 
