@@ -124,7 +124,7 @@ class SandboxRecord:
         return cls(**values)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)  # one line: the C encoder
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SandboxRecord:
