@@ -10,18 +10,30 @@ import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
+from adaptor.lifecycle import ManagerConfig, SandboxContext
+from adaptor.record import SandboxRecord
+from adaptor.sandbox import Sandbox
 from adaptor.server import Daemon
 from adaptor.states import Holdings, SandboxState
 from adaptor.store import SandboxStore
-from providers.base import NODE_TAG, SANDBOX_TAG, Instance, ProviderUnavailable
+from adaptor.tls import AgentTLS
+from providers.base import (
+    NODE_TAG,
+    SANDBOX_TAG,
+    Instance,
+    InstanceSpec,
+    ProviderUnavailable,
+)
 from tests.adaptor.conftest import FAST_RETRY, make_settings
 from tests.adaptor.helpers import eventually, expect_error
 from tests.adaptor.shim import Shim
 from tests.fakes.cloud import FakeCloud
 from tests.fakes.network import FakeWorkerNetwork
+from tests.fakes.provider import InMemoryProvider
 
 
 @pytest.fixture
@@ -177,3 +189,37 @@ async def test_start_vm_takes_over_a_start_that_died_in_another_process(
     assert "i-left" not in cloud.provider.instances
     assert len(cloud.provider.instances) == 1 and cloud.provider.create_calls == 1
     await shim.stop_vm("sb-taken")
+
+
+async def test_a_sandbox_keeps_what_its_stop_could_not_remove(tmp_path: Path) -> None:
+    """The Sandbox object alone (no daemon, no sockets): a running sandbox whose tunnel
+    teardown fails settles in STOP_FAILED holding the tunnel and its VXLAN id, on disk too;
+    ``retry_stop()`` finishes the job."""
+    network = FakeWorkerNetwork()
+    provider = InMemoryProvider()
+    store = SandboxStore(str(tmp_path))
+    ctx = SandboxContext(ManagerConfig(str(tmp_path), "node-1", delete_retry=FAST_RETRY),
+                         provider, network, AgentTLS(disabled=True), store)
+    pod_network = await network.inspect("sb-unit", "/run/netns/x")
+    provider.add_instance(Instance(id="i-1", name="podvm-x", ips=(IPv4Address("127.0.0.9"),)))
+    network.active["sb-unit"] = ("127.0.0.9",)
+    record = SandboxRecord(
+        sandbox_id="sb-unit", pod_name="p", pod_namespace="ns", netns_path="/run/netns/x",
+        instance_name="podvm-x", socket_path=str(tmp_path / "sb-unit" / "agent.ttrpc"),
+        spec=InstanceSpec(), pod_network=pod_network, user_data="", fingerprint="f",
+        state=SandboxState.RUNNING, instance_id="i-1", instance_ips=("127.0.0.9",),
+        tunnel=True,
+    )
+    store.save(record)
+    sandbox = Sandbox(ctx, record)
+    network.fail_teardowns = 1
+    assert await sandbox.stop() is False
+    assert sandbox.state.phase is SandboxState.STOP_FAILED
+    assert sandbox.state.holds == Holdings(tunnel=True)
+    assert provider.instances == {} and "sb-unit" in network.active
+    assert network.allocated == {"sb-unit": pod_network.vxlan_id}
+    saved = store.load("sb-unit")
+    assert saved is not None and saved.state is SandboxState.STOP_FAILED and saved.tunnel
+    assert await sandbox.retry_stop() is True
+    assert sandbox.gone and network.active == {} and network.allocated == {}
+    assert store.load("sb-unit") is None
