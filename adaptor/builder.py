@@ -15,7 +15,7 @@ from adaptor.cloudconfig import build_apf, pod_initdata, render_user_data
 from adaptor.instancetype import select_instance_type
 from adaptor.naming import instance_name
 from adaptor.network.base import WorkerNetwork
-from adaptor.sandbox import APF_COPY_NAME, SOCKET_NAME, SandboxRecord
+from adaptor.record import APF_COPY_NAME, SOCKET_NAME, SandboxRecord
 from adaptor.store import write_private
 from adaptor.tls import AgentTLS
 from protocols import apf
@@ -123,7 +123,7 @@ class SandboxBuilder:
             instance_name=name,
             socket_path=os.path.join(pod_dir, SOCKET_NAME),
             spec=spec,
-            apf_json=apf_json,
+            pod_network=config.pod_network,
             user_data=user_data,
             fingerprint=fingerprint,
             server_name=self._tls.server_name(name) or "",

@@ -44,3 +44,7 @@ class ForwarderUnreachable(StartFailed):
 
 class StopFailed(AdaptorError):
     """StopVM could not delete the instance; the sandbox record is kept for a later retry."""
+
+
+class IllegalTransition(AdaptorError):
+    """A sandbox step its state does not allow (a bug in the adaptor, never the caller's)."""

@@ -4,8 +4,8 @@ plus the state store, the orphan sweep and the probe/metrics HTTP server.
 ``start()``: verify the provider configuration when asked, load the instance-type
 catalogue, open the probe port (``/startup`` answers 503 until the end of this sequence),
 restore the sandboxes from the store (agent sockets, VXLAN ids, interrupted StartVMs), take
-the hypervisor socket (``mkdir -p``, unlink whatever is there, bind: a newer adaptor takes
-over from an older one), then start the orphan sweep.
+the hypervisor socket (``mkdir -p``, bind with mode 0600 beside it and rename over whatever
+is there: a newer adaptor takes over from an older one), then start the orphan sweep.
 
 ``aclose()``: stop accepting, let calls in flight finish (``SHUTDOWN_GRACE_PERIOD``), close
 the agent proxies (pod VMs keep running, records stay), close the provider, and remove the
@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
@@ -32,11 +33,11 @@ from adaptor.restore import RestoreReport, restore
 from adaptor.service import HYPERVISOR_SERVICE, HypervisorService
 from adaptor.store import SandboxStore
 from adaptor.sweep import OrphanSweeper
-from adaptor.tls import AgentTLS
+from adaptor.tls import MANUAL_SERVER_NAME, AgentTLS
 from adaptor.tlsstate import TLSStateError
 from protocols.kata import hypervisor_pb2
 from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
-from providers.base import ConfigError, Provider
+from providers.base import ConfigError, InstanceTypeCatalogue, Provider
 from runtime.errors import StartupError
 from runtime.tlsprofile import TLSProfileError, parse_profile
 
@@ -90,6 +91,11 @@ def prepare(settings: AdaptorSettings) -> Prepared:
         log.warning("TLS is disabled: agent traffic to pod VMs is not encrypted")
     elif settings.tls_skip_verify:
         log.warning("TLS_SKIP_VERIFY is set: pod VM certificates are not verified")
+    elif not tls.automatic:
+        log.warning("CACERT_FILE is set (manual TLS mode): every pod VM is checked against the "
+                    "fixed name %s, so pod VMs cannot be told apart and a VM that takes over "
+                    "another's IP is accepted; without CACERT_FILE each VM gets its own "
+                    "certificate and an impostor at a reused IP is refused", MANUAL_SERVER_NAME)
     if profile.is_set:
         log.warning("TLS profile %s is baked into pod VMs at creation; existing pods keep "
                     "their old profile", profile)
@@ -174,7 +180,35 @@ class Daemon:
                 raise StartupError(f"cloud config verification failed: {exc}") from None
         network = self._network or make_network(settings)
         catalogue = await self.provider.instance_types()
-        manager = self.manager = SandboxManager(
+        manager = self.manager = self._make_manager(network, catalogue)
+        self.restored = await restore(manager, self.store, network)
+        server = Server()
+        HypervisorService(manager, self.metrics).register(server)
+        path = settings.socket
+        try:
+            await _listen_privately(server, path)
+            self._socket_id = _file_id(path)
+        except OSError as exc:
+            await server.shutdown(grace=0)
+            raise StartupError(f"cannot listen on {path}: {exc}") from None
+        self._server = server
+        self.sweeper = OrphanSweeper(
+            self.provider, manager, self.store,
+            node_name=self._prepared.node_name,
+            grace=settings.orphan_grace_period,
+            interval=settings.orphan_sweep_interval,
+            metrics=self.metrics,
+            is_owner=self.owns_socket,
+        )
+        self.sweeper.start()
+        self.started = True
+        log.info("server started on %s (node %s)", path, self._prepared.node_name)
+
+    def _make_manager(
+        self, network: WorkerNetwork, catalogue: InstanceTypeCatalogue | None
+    ) -> SandboxManager:
+        settings = self.settings
+        manager = SandboxManager(
             ManagerConfig(
                 pods_dir=settings.pods_dir,
                 node_name=self._prepared.node_name,
@@ -197,31 +231,7 @@ class Daemon:
         self.metrics.add_gauge("proxy_forwarder_connections",
                                "agent proxies with a live connection to their forwarder", None,
                                manager.forwarder_connections)
-        self.restored = await restore(manager, self.store, network)
-        server = Server()
-        HypervisorService(manager, self.metrics).register(server)
-        path = settings.socket
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            await server.start_unix(path)
-            self._socket_id = _file_id(path)
-        except OSError as exc:
-            await server.shutdown(grace=0)
-            raise StartupError(f"cannot listen on {path}: {exc}") from None
-        self._server = server
-        self.sweeper = OrphanSweeper(
-            self.provider, manager, self.store,
-            node_name=self._prepared.node_name,
-            grace=settings.orphan_grace_period,
-            interval=settings.orphan_sweep_interval,
-            metrics=self.metrics,
-            is_owner=self.owns_socket,
-        )
-        self.sweeper.start()
-        self.started = True
-        log.info("server started on %s (node %s)", path, self._prepared.node_name)
+        return manager
 
     async def _socket_answers(self) -> tuple[bool, str]:
         try:
@@ -278,6 +288,23 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _listen_privately(server: Server, path: str) -> None:
+    """Serve ``path`` with mode 0600 whatever the umask: bind in a fresh private directory
+    beside it, set the mode, then rename over ``path`` (a newer adaptor takes the socket over
+    from an older one in one step). No one else can connect before the mode is set."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".hv-", dir=directory)
+    try:
+        bound = os.path.join(staging, "s")
+        await server.start_unix(bound, mode=0o600)
+        os.replace(bound, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(staging, "s"))
+        os.rmdir(staging)
 
 
 def _file_id(path: str) -> tuple[int, int] | None:

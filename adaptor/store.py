@@ -1,7 +1,9 @@
 """The sandbox state store: one JSON record per sandbox, ``<pods-dir>/<sid>/sandbox.json``.
 
-Records are written atomically (temp file, fsync, rename, fsync of the directory) with mode
-0600, because they carry the rendered user-data and with it the VM's TLS key. A record that
+Records are written atomically (a fresh temp name opened with ``O_EXCL|O_NOFOLLOW`` in the
+same directory, fsync, rename, fsync of the directory) with mode 0600, because they carry the
+rendered user-data and with it the VM's TLS key. Sandbox ids are checked before they name a
+directory here (``adaptor.manager.check_sandbox_id``). A record that
 cannot be read or parsed is renamed to ``sandbox.json.corrupt-<unix time>`` and reported;
 loading carries on with the others.
 
@@ -18,10 +20,11 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 
-from adaptor.sandbox import APF_COPY_NAME, SandboxRecord
+from adaptor.record import APF_COPY_NAME, SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +39,24 @@ class LoadResult:
 
 
 def write_private(path: str, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (temp file, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically with mode 0600: a fresh temp name in the target
+    directory, opened with ``O_EXCL|O_NOFOLLOW`` (never a file or link planted there), fsync,
+    rename over ``path``, fsync of the directory."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
     payload = data.encode() if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    tmp = f"{path}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, flags, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

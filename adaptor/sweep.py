@@ -6,7 +6,8 @@ sandbox, or the record names another instance id. Orphans older than
 ``ORPHAN_GRACE_PERIOD`` are deleted (an instance whose age the cloud does not report counts
 as old). Left alone: instances whose node tag is not exactly this node (whatever the
 provider's filter returned), younger instances, and the instance of a sandbox whose StartVM
-is creating it right now. The sweep also retries the deletes of ``stop-failed`` sandboxes.
+is creating it right now. The sweep also retries what ``stop-failed`` sandboxes still hold
+(their instance, their tunnel).
 
 Only the adaptor that owns the hypervisor socket sweeps: during a rolling update the old one
 stops sweeping as soon as the new one has taken the socket over.
@@ -24,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from adaptor.errors import StopFailed
 from adaptor.manager import SandboxManager
 from adaptor.metrics import Metrics
-from adaptor.sandbox import SandboxRecord, SandboxState
+from adaptor.record import SandboxRecord
+from adaptor.states import SandboxState
 from adaptor.store import SandboxStore
 from providers.base import NODE_TAG, SANDBOX_TAG, Instance, Provider, ProviderError
 
@@ -156,19 +158,20 @@ class OrphanSweeper:
 
     async def _retry_failed_stops(self) -> tuple[str, ...]:
         retried: list[str] = []
-        for record in self._manager.records():
-            if record.state is not SandboxState.STOP_FAILED:
+        for sandbox in self._manager.sandboxes():
+            if sandbox.state.phase is not SandboxState.STOP_FAILED:
                 continue
-            sid = record.sandbox_id
+            sid = sandbox.id
             log.info("sandbox=%s instance=%s: retrying the delete that failed earlier", sid,
-                     record.instance_id)
+                     sandbox.record.instance_id or "-")
             try:
-                await self._manager.stop(sid)
+                gone = await sandbox.retry_stop()
             except StopFailed as exc:
                 log.error("sandbox=%s instance=%s: still cannot delete it: %s", sid,
-                          record.instance_id, exc)
+                          sandbox.record.instance_id, exc)
                 continue
-            retried.append(sid)
+            if gone:
+                retried.append(sid)
         return tuple(retried)
 
     def _count(self, result: str) -> None:

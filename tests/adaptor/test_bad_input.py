@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import pytest
 
 from adaptor.server import Daemon, StartupError, prepare
+from adaptor.tls import CertificateAuthority, new_client_certificate
 from protocols import initdata
 from protocols.ttrpc import Code
 from providers.base import InstanceTypeCatalogue, InstanceTypeInfo
@@ -162,3 +166,60 @@ async def test_global_initdata_is_used_without_annotation(
         assert files[userdata.SCRATCH_SPACE_MARKER_PATH] == ""
         await shim.stop_vm("sb-init")
     await cloud.aclose()
+
+
+BAD_IDS = ["../../x", "/abs", "a/b", "..", ".", "a" * 129, "sb\x00x", "sb x", "sb\n", "é"]
+
+
+def tree(root: str) -> set[str]:
+    return {os.path.join(d, name) for d, dirs, files in os.walk(root) for name in dirs + files}
+
+
+async def test_sandbox_ids_cannot_leave_the_pods_dir(
+    short_dir: str, cloud: FakeCloud, network: FakeWorkerNetwork
+) -> None:
+    # The pods dir sits two levels down, so that "../../x" would land in this test's dir.
+    settings = make_settings(short_dir, cloud.port, pods_dir=f"{short_dir}/a/b/pods")
+    absolute = f"{short_dir}/abs"
+    abs_existed = os.path.exists("/abs")  # noqa: ASYNC240
+    async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY):
+        shim = Shim(settings.socket)
+        before = tree(short_dir)
+        for sid in [*BAD_IDS, absolute]:
+            for call in (shim.create_vm(sid), shim.start_vm(sid), shim.stop_vm(sid)):
+                exc = await expect_error(call)
+                assert exc.code == Code.INVALID_ARGUMENT, (sid, exc)
+                assert "invalid sandbox id" in exc.message, (sid, exc.message)
+        assert tree(short_dir) == before  # nothing written anywhere, the pods dir included
+        assert os.path.exists("/abs") == abs_existed  # noqa: ASYNC240
+        assert cloud.provider.create_calls == 0 and network.allocated == {}
+        # The longest and the shim's own ids are fine.
+        for sid in ("a" * 128, "0123456789abcdef" * 4, "A_b-9"):
+            path = await shim.create_vm(sid)
+            assert os.path.dirname(path) == os.path.join(settings.pods_dir, sid)
+            await shim.stop_vm(sid)
+        await still_serving(shim, cloud, "sb-ok")
+
+
+def test_manual_tls_mode_warns_that_pod_vms_cannot_be_told_apart(
+    short_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = CertificateAuthority()
+    client = new_client_certificate()
+    files = {"ca.crt": ca.root_pem, "client.crt": client.cert_pem, "client.key": client.key_pem}
+    for name, text in files.items():
+        with open(os.path.join(short_dir, name), "w") as handle:
+            handle.write(text)
+    manual = make_settings(short_dir, 15150, ca_cert_file=f"{short_dir}/ca.crt",
+                           cert_file=f"{short_dir}/client.crt",
+                           cert_key=f"{short_dir}/client.key")
+    with caplog.at_level(logging.WARNING, logger="adaptor.server"):
+        prepare(manual)
+    warnings = [r.getMessage() for r in caplog.records if "CACERT_FILE" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "podvm-server" in warnings[0] and "cannot be told apart" in warnings[0]
+    assert "impostor at a reused IP is refused" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="adaptor.server"):
+        prepare(make_settings(short_dir, 15150))  # automatic mode: nothing to warn about
+    assert not [r for r in caplog.records if "CACERT_FILE" in r.getMessage()]

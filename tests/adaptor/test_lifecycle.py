@@ -186,7 +186,9 @@ async def test_get_info_waits_for_the_instance(
     else:
         raise AssertionError("GetInfo should time out")
     waiter = asyncio.create_task(shim.get_info("p1", "ns1", wait=True, timeout=10))
-    await asyncio.sleep(0.05)
+    manager = daemon.manager
+    assert manager is not None
+    await eventually(lambda: manager.info_waiters == 1)  # the call is waiting now
     await shim.start_vm("sb-info")
     assert await waiter == cloud.provider.created[0]
     await shim.stop_vm("sb-info")

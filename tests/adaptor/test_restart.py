@@ -16,6 +16,7 @@ import pytest
 from adaptor.sandbox import SandboxState
 from protocols import apf
 from protocols.kata import health_pb2
+from protocols.ttrpc import ConnectionClosed
 from tests.adaptor.agentclient import ReconnectingAgentClient
 from tests.adaptor.daemonproc import AdaptorProcess
 from tests.adaptor.helpers import eventually
@@ -55,6 +56,18 @@ async def env(short_dir: str) -> AsyncIterator[Env]:
         for proc in state.procs:
             await proc.aclose()
         await api.aclose()
+
+
+async def refused(shim: Shim, timeout: float = 10.0) -> None:
+    """Poll until the hypervisor socket no longer accepts calls (the daemon is shutting
+    down)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await shim.version()
+            except (OSError, ConnectionClosed):
+                return
+            await asyncio.sleep(0.05)
 
 
 def vxlan_id(pods_dir: str, sid: str) -> int:
@@ -172,8 +185,8 @@ async def test_second_signal_exits_at_once(env: Env) -> None:
     start = asyncio.create_task(shim.start_vm("sb-twice"))
     await eventually(lambda: len(env.instances) == 1, timeout=10)
     proc.signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)
-    assert proc.proc is not None and proc.proc.returncode is None  # waiting for StartVM
+    await refused(shim)  # it stopped accepting calls...
+    assert proc.proc is not None and proc.proc.returncode is None  # ...and waits for StartVM
     loop = asyncio.get_running_loop()
     begin = loop.time()
     proc.signal(signal.SIGTERM)

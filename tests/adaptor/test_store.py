@@ -12,7 +12,7 @@ import pytest
 
 from adaptor.sandbox import SandboxState
 from adaptor.server import Daemon
-from adaptor.store import SandboxStore
+from adaptor.store import SandboxStore, write_private
 from protocols.ttrpc import Client
 from tests.adaptor.conftest import FAST_RETRY, make_settings
 from tests.adaptor.shim import Shim
@@ -88,3 +88,40 @@ async def test_corrupt_record_is_set_aside(
     assert len(kept) == 1
     assert any("sb-bad" in r.getMessage() and "unreadable record" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_hypervisor_socket_is_private_whatever_the_umask(
+    short_dir: str, cloud: FakeCloud, network: FakeWorkerNetwork
+) -> None:
+    settings = make_settings(short_dir, cloud.port)
+    old = os.umask(0)
+    try:
+        async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY):
+            assert mode(settings.socket) == 0o600
+            assert stat.S_ISSOCK(os.stat(settings.socket).st_mode)
+            assert await Shim(settings.socket).version() == "0.0.0"
+            # The private directory it was bound in is gone again.
+            assert not [name for name in os.listdir(short_dir) if name.startswith(".hv-")]
+    finally:
+        os.umask(old)
+
+
+def test_private_files_never_follow_a_planted_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("precious")
+    pod_dir = tmp_path / "pods" / "sb"
+    pod_dir.mkdir(parents=True)
+    # A link at the final name is replaced, not written through.
+    (pod_dir / "apf.json").symlink_to(outside)
+    write_private(str(pod_dir / "apf.json"), "{}")
+    assert outside.read_text() == "precious"
+    assert not (pod_dir / "apf.json").is_symlink() and mode(pod_dir / "apf.json") == 0o600
+    # A link (or file) planted at the temp name is never opened: O_EXCL|O_NOFOLLOW.
+    monkeypatch.setattr("adaptor.store.secrets.token_hex", lambda _n: "fixed")
+    planted = pod_dir / f"sandbox.json.tmp.{os.getpid()}.fixed"
+    planted.symlink_to(outside)
+    with pytest.raises(FileExistsError):
+        write_private(str(pod_dir / "sandbox.json"), "secret")
+    assert outside.read_text() == "precious" and not (pod_dir / "sandbox.json").exists()

@@ -9,6 +9,7 @@ from adaptor.errors import InstanceTypeError, InvalidRequest
 from adaptor.instancetype import select_instance_type
 from adaptor.naming import instance_name
 from adaptor.sandbox import SandboxRecord, SandboxState, request_fingerprint
+from protocols.apf import PodNetwork, Route
 from providers.base import InstanceSpec, InstanceTypeCatalogue, InstanceTypeInfo
 
 
@@ -85,8 +86,11 @@ def test_record_round_trips_through_json() -> None:
         sandbox_id="sb", pod_name="p", pod_namespace="ns", netns_path="/run/netns/x",
         instance_name="podvm-p-sb", socket_path="/run/peerpod/pods/sb/agent.ttrpc",
         spec=InstanceSpec(instance_type="t3", vcpus=2, memory_mib=4096, volumes=("v1",)),
-        apf_json="{}", user_data="#cloud-config\n", fingerprint="f",
+        pod_network=PodNetwork(tunnel_type="vxlan", pod_ip="10.0.0.2/24", vxlan_id=555001,
+                               routes=(Route(dst="", gw="10.0.0.1", dev="eth0"),)),
+        user_data="#cloud-config\n", fingerprint="f",
         state=SandboxState.RUNNING, instance_id="i-1", instance_ips=("127.0.0.2",),
+        tunnel=True, attempt=2,
     )
     assert SandboxRecord.from_json(record.to_json()) == record
     with pytest.raises(ValueError, match="unsupported sandbox record version"):

@@ -15,6 +15,7 @@ from protocols.apf import PodNetwork, Route
 class FakeWorkerNetwork:
     def __init__(self, *, fail_setup: bool = False) -> None:
         self.fail_setup = fail_setup
+        self.fail_teardowns = 0  # how many teardowns fail next (leaving the tunnel in place)
         self.allocator = VxlanIdAllocator(555000)
         self.active: dict[str, tuple[str, ...]] = {}  # sandbox -> VM IPs with a tunnel
         self.calls: list[tuple[str, str]] = []
@@ -46,6 +47,9 @@ class FakeWorkerNetwork:
 
     async def teardown(self, sandbox_id: str, netns_path: str, network: PodNetwork) -> None:
         self.calls.append(("teardown", sandbox_id))
+        if self.fail_teardowns > 0:
+            self.fail_teardowns -= 1
+            raise PodNetworkError("injected tunnel teardown failure")
         self.active.pop(sandbox_id, None)
 
     def restore(self, sandbox_id: str, network: PodNetwork) -> None:
