@@ -27,6 +27,7 @@ existing handlers keep working.
     │   └── ConfigError         the provider's settings name nothing usable
     ├── AdaptorError            what the adaptor answers the Kata shim        (adaptor.errors)
     │   ├── InvalidRequest ── InstanceTypeError
+    │   ├── IllegalTransition   a step the sandbox state table does not allow (adaptor.errors)
     │   ├── SandboxExists, SandboxNotFound, StopFailed
     │   └── StartFailed ── ForwarderUnreachable
     ├── ForwarderError          the pod VM side                               (forwarder)
