@@ -66,7 +66,7 @@ def test_the_remote_is_the_vm_address_or_its_second_for_a_dedicated_tunnel() -> 
     assert tunnel_remote("sb", NETWORK, [VM, second]) == VM
     dedicated = dataclasses.replace(NETWORK, dedicated=True)
     assert tunnel_remote("sb", dedicated, [VM, second]) == second
-    with pytest.raises(PodNetworkError, match="has 1 IP address.*dedicated tunnel needs 2"):
+    with pytest.raises(PodNetworkError, match=r"has 1 IP address.*dedicated tunnel needs 2"):
         tunnel_remote("sb", dedicated, [VM])
     with pytest.raises(PodNetworkError, match="has 0 IP address"):
         tunnel_remote("sb", NETWORK, [])
