@@ -46,17 +46,8 @@ def configure_logging(log_format: str, level: str) -> None:
 # user-data (with the pod VM's TLS key) and headers carry credentials. They stay at WARNING
 # whatever LOG_LEVEL says.
 QUIET_LIBRARIES = (
-    "botocore",
-    "boto3",
-    "s3transfer",
-    "urllib3",
-    "azure",
-    "msal",
-    "google",
-    "grpc",
-    "requests",
-    "aiohttp",
-    "libvirt",
+    "botocore", "boto3", "s3transfer", "urllib3", "azure", "msal", "google", "grpc",
+    "requests", "aiohttp", "libvirt",
 )
 
 
@@ -76,14 +67,8 @@ async def run(command: RunCommand, env: Mapping[str, str]) -> int:
         return 1
     log.info(
         "server config: %s",
-        json.dumps(
-            {
-                "provider": command.provider,
-                "common": describe(settings),
-                command.provider: describe(command.provider_settings),
-            },
-            default=str,
-        ),
+        json.dumps({"provider": command.provider, "common": describe(settings),
+                    command.provider: describe(command.provider_settings)}, default=str),
     )
     try:
         provider = command.module.make_provider(

@@ -67,9 +67,8 @@ class SandboxBuilder:
         elif res.instance_type:
             instance_type = res.instance_type
         if res.image:
-            log.info(
-                "sandbox=%s: Choosing %s from annotation as the pod VM image", sandbox_id, res.image
-            )
+            log.info("sandbox=%s: Choosing %s from annotation as the pod VM image",
+                     sandbox_id, res.image)
         return InstanceSpec(
             instance_type=instance_type,
             vcpus=res.vcpus,

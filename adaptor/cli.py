@@ -47,7 +47,11 @@ def version() -> str:
         number = importlib.metadata.version("peerpods")
     except importlib.metadata.PackageNotFoundError:
         number = "unknown"
-    return f"{PROG} version {number}\n  commit: {COMMIT}\n  python: {platform.python_version()}\n"
+    return (
+        f"{PROG} version {number}\n"
+        f"  commit: {COMMIT}\n"
+        f"  python: {platform.python_version()}\n"
+    )
 
 
 def _parser(provider: str, module: ModuleType | None) -> argparse.ArgumentParser:

@@ -82,10 +82,8 @@ async def _connect(path: str, what: str) -> Client:
             ) from None
         raise CtlError(f"no agent socket at {path}: is the pod VM started?") from None
     except ConnectionRefusedError:
-        raise CtlError(
-            f"{path} exists but nothing accepts connections: the {what} is not "
-            "running (a stale socket?)"
-        ) from None
+        raise CtlError(f"{path} exists but nothing accepts connections: the {what} is not "
+                       "running (a stale socket?)") from None
     except PermissionError:
         raise CtlError(f"permission denied on {path} (run as root?)") from None
     except OSError as exc:
@@ -93,12 +91,7 @@ async def _connect(path: str, what: str) -> Client:
 
 
 async def _call(
-    path: str,
-    what: str,
-    service: str,
-    method: str,
-    request: Any,
-    response: type[Resp],
+    path: str, what: str, service: str, method: str, request: Any, response: type[Resp],
     timeout: float | None,
 ) -> Resp:
     client = await _connect(path, what)
@@ -115,13 +108,8 @@ async def _call(
             raise CtlError(f"the {what} closed the connection during {method}") from None
 
 
-def _hypervisor(
-    ctx: Context,
-    method: str,
-    request: Any,
-    response: type[Resp],
-    timeout: float | None = CALL_TIMEOUT,
-) -> Awaitable[Resp]:
+def _hypervisor(ctx: Context, method: str, request: Any, response: type[Resp],
+                timeout: float | None = CALL_TIMEOUT) -> Awaitable[Resp]:
     return _call(ctx.socket, "adaptor", HYPERVISOR, method, request, response, timeout)
 
 
@@ -146,16 +134,8 @@ def read_initdata(path: str) -> str:
 
 
 def shim_annotations(
-    *,
-    pod: str,
-    namespace: str,
-    instance_type: str = "",
-    image: str = "",
-    vcpus: int = 0,
-    memory_mib: int = 0,
-    init_data: str = "",
-    gpus: int = 0,
-    gpu_model: str = "",
+    *, pod: str, namespace: str, instance_type: str = "", image: str = "", vcpus: int = 0,
+    memory_mib: int = 0, init_data: str = "", gpus: int = 0, gpu_model: str = "",
 ) -> dict[str, str]:
     """Exactly the keys the Kata shim sends with CreateVM, empty values included."""
     return {
@@ -177,15 +157,9 @@ def _redact(value: Any, key: str = "") -> Any:
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v, key) for v in value]
-    if (
-        isinstance(value, str)
-        and value
-        and (
-            "key" in lowered
-            or "user_data" in lowered
-            or "user-data" in lowered
-            or "PRIVATE KEY" in value
-        )
+    if isinstance(value, str) and value and (
+        "key" in lowered or "user_data" in lowered or "user-data" in lowered
+        or "PRIVATE KEY" in value
     ):
         return REDACTED
     return value
@@ -230,9 +204,8 @@ def pod_dir_summary(directory: Path) -> dict[str, Any]:
             summary["tunnel"] = network.get("tunnel-type", "")
             summary["pod_ip"] = network.get("podip", "")
         summary["tls"] = bool(apf_json.get("tls-server-cert"))
-    summary["agent_socket"] = (
-        str(directory / SOCKET_NAME) if files.get(SOCKET_NAME, {}).get("type") == "socket" else ""
-    )
+    summary["agent_socket"] = str(directory / SOCKET_NAME) \
+        if files.get(SOCKET_NAME, {}).get("type") == "socket" else ""
     return summary
 
 
@@ -242,24 +215,16 @@ def pod_dir_summary(directory: Path) -> dict[str, Any]:
 async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     init_data = read_initdata(args.initdata) if args.initdata else ""
     annotations = shim_annotations(
-        pod=args.pod,
-        namespace=args.namespace,
-        instance_type=args.instance_type,
-        image=args.image,
-        vcpus=args.vcpus,
-        memory_mib=args.memory,
-        init_data=init_data,
-        gpus=args.gpus,
-        gpu_model=args.gpu_model,
+        pod=args.pod, namespace=args.namespace, instance_type=args.instance_type,
+        image=args.image, vcpus=args.vcpus, memory_mib=args.memory, init_data=init_data,
+        gpus=args.gpus, gpu_model=args.gpu_model,
     )
     request = hypervisor_pb2.CreateVMRequest(
         id=args.sandbox_id, annotations=annotations, networkNamespacePath=args.netns
     )
     reply = await _hypervisor(ctx, "CreateVM", request, hypervisor_pb2.CreateVMResponse)
-    ctx.emit(
-        f"sandbox {args.sandbox_id} created; agent socket {reply.agentSocketPath}",
-        {"sandbox_id": args.sandbox_id, "agent_socket_path": reply.agentSocketPath},
-    )
+    ctx.emit(f"sandbox {args.sandbox_id} created; agent socket {reply.agentSocketPath}",
+             {"sandbox_id": args.sandbox_id, "agent_socket_path": reply.agentSocketPath})
     return 0
 
 
@@ -284,66 +249,42 @@ async def _with_progress(ctx: Context, label: str, work: Awaitable[T]) -> T:
 
 async def cmd_start(ctx: Context, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    await _with_progress(
-        ctx,
-        f"starting the pod VM of sandbox {args.sandbox_id[:12]}",
-        _hypervisor(
-            ctx,
-            "StartVM",
-            hypervisor_pb2.StartVMRequest(id=args.sandbox_id),
-            hypervisor_pb2.StartVMResponse,
-            timeout=args.timeout,
-        ),
-    )
+    await _with_progress(ctx, f"starting the pod VM of sandbox {args.sandbox_id[:12]}",
+                         _hypervisor(ctx, "StartVM",
+                                     hypervisor_pb2.StartVMRequest(id=args.sandbox_id),
+                                     hypervisor_pb2.StartVMResponse, timeout=args.timeout))
     seconds = round(time.monotonic() - started, 3)
-    ctx.emit(
-        f"sandbox {args.sandbox_id} started in {seconds:.1f}s",
-        {"sandbox_id": args.sandbox_id, "started": True, "seconds": seconds},
-    )
+    ctx.emit(f"sandbox {args.sandbox_id} started in {seconds:.1f}s",
+             {"sandbox_id": args.sandbox_id, "started": True, "seconds": seconds})
     return 0
 
 
 async def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
-    await _hypervisor(
-        ctx,
-        "StopVM",
-        hypervisor_pb2.StopVMRequest(id=args.sandbox_id),
-        hypervisor_pb2.StopVMResponse,
-    )
-    ctx.emit(f"sandbox {args.sandbox_id} stopped", {"sandbox_id": args.sandbox_id, "stopped": True})
+    await _hypervisor(ctx, "StopVM", hypervisor_pb2.StopVMRequest(id=args.sandbox_id),
+                      hypervisor_pb2.StopVMResponse)
+    ctx.emit(f"sandbox {args.sandbox_id} stopped",
+             {"sandbox_id": args.sandbox_id, "stopped": True})
     return 0
 
 
 async def _check(ctx: Context, sandbox_id: str) -> tuple[str, str]:
     path = str(_sandbox_dir(ctx, sandbox_id) / SOCKET_NAME)
-    reply = await _call(
-        path,
-        "agent proxy",
-        "grpc.Health",
-        "Check",
-        health_pb2.CheckRequest(),
-        health_pb2.HealthCheckResponse,
-        CHECK_TIMEOUT,
-    )
+    reply = await _call(path, "agent proxy", "grpc.Health", "Check",
+                        health_pb2.CheckRequest(), health_pb2.HealthCheckResponse,
+                        CHECK_TIMEOUT)
     return path, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 async def cmd_check(ctx: Context, args: argparse.Namespace) -> int:
     path, status = await _check(ctx, args.sandbox_id)
-    ctx.emit(
-        f"sandbox {args.sandbox_id}: agent {status} (via {path})",
-        {"sandbox_id": args.sandbox_id, "status": status, "agent_socket_path": path},
-    )
+    ctx.emit(f"sandbox {args.sandbox_id}: agent {status} (via {path})",
+             {"sandbox_id": args.sandbox_id, "status": status, "agent_socket_path": path})
     return 0 if status == "SERVING" else 1
 
 
 async def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    reply = await _hypervisor(
-        ctx,
-        "Version",
-        hypervisor_pb2.VersionRequest(version="0.0.0"),
-        hypervisor_pb2.VersionResponse,
-    )
+    reply = await _hypervisor(ctx, "Version", hypervisor_pb2.VersionRequest(version="0.0.0"),
+                              hypervisor_pb2.VersionResponse)
     ctx.emit(f"adaptor version {reply.version}", {"version": reply.version})
     return 0
 
@@ -363,10 +304,8 @@ async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     lines = [f"{'SANDBOX':<14} {'NAMESPACE/POD':<40} {'TUNNEL':<7} SOCKET"]
     for pod in pods:
         who = f"{pod.get('pod_namespace') or '?'}/{pod.get('pod_name') or '?'}"
-        lines.append(
-            f"{pod['sandbox_id'][:12]:<14} {who:<40} {pod.get('tunnel') or '-':<7} "
-            f"{'yes' if pod['agent_socket'] else 'no'}"
-        )
+        lines.append(f"{pod['sandbox_id'][:12]:<14} {who:<40} {pod.get('tunnel') or '-':<7} "
+                     f"{'yes' if pod['agent_socket'] else 'no'}")
     if not pods:
         lines = [f"no sandboxes in {ctx.pods_dir}"]
     ctx.emit("\n".join(lines), {"pods_dir": str(ctx.pods_dir), "sandboxes": pods})
@@ -378,14 +317,12 @@ async def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     if not await asyncio.to_thread(directory.is_dir):
         raise CtlError(f"no sandbox {args.sandbox_id} in {ctx.pods_dir}")
     summary = await asyncio.to_thread(pod_dir_summary, directory)
-    lines = [
-        f"sandbox:   {summary['sandbox_id']}",
-        f"pod:       {summary.get('pod_namespace', '?')}/{summary.get('pod_name', '?')}",
-        f"tunnel:    {summary.get('tunnel') or '-'}  pod ip: {summary.get('pod_ip') or '-'}",
-        f"tls:       {'yes' if summary.get('tls') else 'no'}",
-        f"agent:     {summary['agent_socket'] or '(no socket: not started)'}",
-        "files:",
-    ]
+    lines = [f"sandbox:   {summary['sandbox_id']}",
+             f"pod:       {summary.get('pod_namespace', '?')}/{summary.get('pod_name', '?')}",
+             f"tunnel:    {summary.get('tunnel') or '-'}  pod ip: {summary.get('pod_ip') or '-'}",
+             f"tls:       {'yes' if summary.get('tls') else 'no'}",
+             f"agent:     {summary['agent_socket'] or '(no socket: not started)'}",
+             "files:"]
     for name, info in summary["files"].items():
         size = f" {info['size']} bytes" if "size" in info else ""
         lines.append(f"  {name} ({info.get('type', '?')}{size})")
@@ -416,8 +353,7 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
     async def create() -> str:
         request = hypervisor_pb2.CreateVMRequest(
-            id=sandbox_id,
-            networkNamespacePath=args.netns,
+            id=sandbox_id, networkNamespacePath=args.netns,
             annotations=shim_annotations(pod=pod, namespace=args.namespace),
         )
         reply = await _hypervisor(ctx, "CreateVM", request, hypervisor_pb2.CreateVMResponse)
@@ -426,17 +362,9 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
         return f"sandbox {sandbox_id[:12]} for pod {args.namespace}/{pod}"
 
     async def start() -> str:
-        await _with_progress(
-            ctx,
-            "starting the pod VM",
-            _hypervisor(
-                ctx,
-                "StartVM",
-                hypervisor_pb2.StartVMRequest(id=sandbox_id),
-                hypervisor_pb2.StartVMResponse,
-                timeout=args.timeout,
-            ),
-        )
+        await _with_progress(ctx, "starting the pod VM", _hypervisor(
+            ctx, "StartVM", hypervisor_pb2.StartVMRequest(id=sandbox_id),
+            hypervisor_pb2.StartVMResponse, timeout=args.timeout))
         return "pod VM up, forwarder reached"
 
     async def check() -> str:
@@ -446,12 +374,8 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
         return f"agent {status} through {path}"
 
     async def stop() -> str:
-        await _hypervisor(
-            ctx,
-            "StopVM",
-            hypervisor_pb2.StopVMRequest(id=sandbox_id),
-            hypervisor_pb2.StopVMResponse,
-        )
+        await _hypervisor(ctx, "StopVM", hypervisor_pb2.StopVMRequest(id=sandbox_id),
+                          hypervisor_pb2.StopVMResponse)
         return "pod VM deleted"
 
     if not ctx.json:
@@ -460,16 +384,9 @@ async def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
     if ok:
         ok = await step("start", start()) and await step("check", check())
         ok = await step("stop", stop()) and ok  # always clean up what create made
-    ctx.emit(
-        "demo passed" if ok else "demo FAILED",
-        {
-            "sandbox_id": sandbox_id,
-            "pod": pod,
-            "namespace": args.namespace,
-            "ok": ok,
-            "steps": steps,
-        },
-    )
+    ctx.emit("demo passed" if ok else "demo FAILED",
+             {"sandbox_id": sandbox_id, "pod": pod, "namespace": args.namespace,
+              "ok": ok, "steps": steps})
     return 0 if ok else 1
 
 
@@ -482,19 +399,16 @@ def _sandbox_arg(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Drive the cloud-api-adaptor as the Kata shim does.",
+        prog=PROG, description="Drive the cloud-api-adaptor as the Kata shim does.",
         allow_abbrev=False,
     )
     parser.add_argument(
-        "--socket",
-        default=env.get("REMOTE_HYPERVISOR_ENDPOINT") or DEFAULT_SOCKET,
+        "--socket", default=env.get("REMOTE_HYPERVISOR_ENDPOINT") or DEFAULT_SOCKET,
         help="the adaptor's hypervisor socket [env REMOTE_HYPERVISOR_ENDPOINT] "
         f"(default {DEFAULT_SOCKET})",
     )
     parser.add_argument(
-        "--pods-dir",
-        default=env.get("PODS_DIR") or DEFAULT_PODS_DIR,
+        "--pods-dir", default=env.get("PODS_DIR") or DEFAULT_PODS_DIR,
         help=f"the adaptor's pods dir [env PODS_DIR] (default {DEFAULT_PODS_DIR})",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -506,26 +420,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     create.add_argument("--namespace", required=True, help="pod namespace")
     create.add_argument("--netns", default="", help="the pod's network namespace path")
     create.add_argument("--vcpus", type=int, default=0, help="default_vcpus annotation")
-    create.add_argument(
-        "--memory", type=int, default=0, metavar="MIB", help="default_memory annotation (MiB)"
-    )
+    create.add_argument("--memory", type=int, default=0, metavar="MIB",
+                        help="default_memory annotation (MiB)")
     create.add_argument("--instance-type", default="", help="machine_type annotation")
     create.add_argument("--image", default="", help="image annotation")
     create.add_argument("--gpus", type=int, default=0, help="default_gpus annotation")
     create.add_argument("--gpu-model", default="", help="default_gpu_model annotation")
-    create.add_argument(
-        "--initdata", metavar="FILE", help="initdata TOML (or its base64(gzip) annotation form)"
-    )
+    create.add_argument("--initdata", metavar="FILE",
+                        help="initdata TOML (or its base64(gzip) annotation form)")
     create.set_defaults(run=cmd_create)
 
     start = sub.add_parser("start", help="StartVM: create the pod VM and wait for it")
     _sandbox_arg(start)
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_START_TIMEOUT,
-        help=f"seconds (default {DEFAULT_START_TIMEOUT:g}, as the shim)",
-    )
+    start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+                       help=f"seconds (default {DEFAULT_START_TIMEOUT:g}, as the shim)")
     start.set_defaults(run=cmd_start)
 
     for name, run, text in (
@@ -542,23 +450,23 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create -> start -> check -> stop a throwaway pod VM")
     demo.add_argument("--namespace", default="default", help="pod namespace")
     demo.add_argument("--netns", default="", help="a network namespace path for the pod")
-    demo.add_argument(
-        "--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="StartVM timeout in seconds"
-    )
+    demo.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT,
+                      help="StartVM timeout in seconds")
     demo.set_defaults(run=cmd_demo)
     return parser
 
 
-async def run(argv: Sequence[str], *, env: Mapping[str, str], out: IO[str], err: IO[str]) -> int:
+async def run(
+    argv: Sequence[str], *, env: Mapping[str, str], out: IO[str], err: IO[str]
+) -> int:
     """Run one command (the testable core of :func:`main`)."""
     parser = build_parser(env)
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return int(exc.code or 0)
-    ctx = Context(
-        socket=args.socket, pods_dir=Path(args.pods_dir), json=args.json, out=out, err=err
-    )
+    ctx = Context(socket=args.socket, pods_dir=Path(args.pods_dir), json=args.json,
+                  out=out, err=err)
     try:
         code: int = await args.run(ctx, args)
     except CtlError as exc:
@@ -571,14 +479,8 @@ async def run(argv: Sequence[str], *, env: Mapping[str, str], out: IO[str], err:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return asyncio.run(
-            run(
-                sys.argv[1:] if argv is None else argv,
-                env=os.environ,
-                out=sys.stdout,
-                err=sys.stderr,
-            )
-        )
+        return asyncio.run(run(sys.argv[1:] if argv is None else argv, env=os.environ,
+                               out=sys.stdout, err=sys.stderr))
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

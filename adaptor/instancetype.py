@@ -31,7 +31,9 @@ def best_fit(specs: Sequence[InstanceTypeInfo], vcpus: int, memory_mib: int) -> 
     )
 
 
-def best_fit_gpu(specs: Sequence[InstanceTypeInfo], gpus: int, vcpus: int, memory_mib: int) -> str:
+def best_fit_gpu(
+    specs: Sequence[InstanceTypeInfo], gpus: int, vcpus: int, memory_mib: int
+) -> str:
     for spec in sort_types(specs):
         if spec.gpus >= gpus and spec.vcpus >= vcpus and spec.memory_mib >= memory_mib:
             return spec.name

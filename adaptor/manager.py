@@ -114,17 +114,12 @@ class SandboxManager:
         self._tls = tls
         self._catalogue = catalogue
         self._auth_source = auth_source
-        self._builder = SandboxBuilder(
-            config.pods_dir,
-            config.node_name,
-            enable_scratch_space=config.enable_scratch_space,
-            ext_network_via_podvm=config.ext_network_via_podvm,
-            default_initdata=config.default_initdata,
-            network=network,
-            tls=tls,
-            catalogue=catalogue,
-            auth_source=auth_source,
-        )
+        self._builder = SandboxBuilder(config.pods_dir, config.node_name,
+                                       enable_scratch_space=config.enable_scratch_space,
+                                       ext_network_via_podvm=config.ext_network_via_podvm,
+                                       default_initdata=config.default_initdata,
+                                       network=network, tls=tls, catalogue=catalogue,
+                                       auth_source=auth_source)
         self._records: dict[str, SandboxRecord] = {}
         self._proxies: dict[str, AgentProxy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -175,7 +170,9 @@ class SandboxManager:
         return {"": float(sum(1 for p in self._proxies.values() if p.upstream_connected))}
 
     # ------------------------------------------------------------------ CreateVM
-    async def create(self, sandbox_id: str, annotations: Mapping[str, str], netns_path: str) -> str:
+    async def create(
+        self, sandbox_id: str, annotations: Mapping[str, str], netns_path: str
+    ) -> str:
         if not sandbox_id:
             raise InvalidRequest("empty sandbox id")
         fingerprint = request_fingerprint(sandbox_id, annotations, netns_path)
@@ -193,10 +190,7 @@ class SandboxManager:
             await self._set(record)
         log.info(
             "create a sandbox %s for pod %s in namespace %s (netns: %s)",
-            sandbox_id,
-            record.pod_name,
-            record.pod_namespace,
-            netns_path,
+            sandbox_id, record.pod_name, record.pod_namespace, netns_path,
         )
         return record.socket_path
 
@@ -241,10 +235,8 @@ class SandboxManager:
         waited = False
         while (fd := self._store.try_start_lock(sandbox_id)) is None:
             if not waited:
-                log.info(
-                    "sandbox=%s: another adaptor process is starting this sandbox; waiting for it",
-                    sandbox_id,
-                )
+                log.info("sandbox=%s: another adaptor process is starting this sandbox; "
+                         "waiting for it", sandbox_id)
             waited = True
             await asyncio.sleep(0.2)
         try:
@@ -283,13 +275,8 @@ class SandboxManager:
                 instance_ips=tuple(str(ip) for ip in instance.ips),
             )
             await self._set(record)
-            log.info(
-                "sandbox=%s: instance %s (%s) created, ips %s",
-                sid,
-                instance.id,
-                instance.name,
-                ",".join(record.instance_ips) or "-",
-            )
+            log.info("sandbox=%s: instance %s (%s) created, ips %s", sid, instance.id,
+                     instance.name, ",".join(record.instance_ips) or "-")
             network_ready = False
         network = apf.loads(record.apf_json).pod_network or apf.PodNetwork(tunnel_type="none")
         proxy: AgentProxy | None = None
@@ -307,13 +294,8 @@ class SandboxManager:
         except BaseException as exc:
             # A cancellation is the caller leaving or a StopVM, not a failure of ours.
             level = logging.WARNING if isinstance(exc, asyncio.CancelledError) else logging.ERROR
-            log.log(
-                level,
-                "sandbox=%s: StartVM failed, cleaning up instance %s: %s",
-                sid,
-                instance.id,
-                _describe(exc),
-            )
+            log.log(level, "sandbox=%s: StartVM failed, cleaning up instance %s: %s",
+                    sid, instance.id, _describe(exc))
             await _shielded(self._undo_start(record, network, network_ready))
             raise
         self._proxies[sid] = proxy
@@ -325,13 +307,8 @@ class SandboxManager:
         return AgentProxy(
             sid,
             record.socket_path,
-            ForwarderDialer(
-                sid,
-                ip,
-                self._config.forwarder_port,
-                self._tls.client_context(),
-                record.server_name or None,
-            ),
+            ForwarderDialer(sid, ip, self._config.forwarder_port, self._tls.client_context(),
+                            record.server_name or None),
             proxy_timeout=self._config.proxy_timeout,
             metrics=self._metrics,
         )
@@ -356,9 +333,8 @@ class SandboxManager:
             pod_namespace=record.pod_namespace,
             user_data=record.user_data.encode(),
             spec=record.spec,
-            tags=adaptor_tags(
-                self._config.node_name, record.sandbox_id, record.pod_name, record.pod_namespace
-            ),
+            tags=adaptor_tags(self._config.node_name, record.sandbox_id, record.pod_name,
+                              record.pod_namespace),
         )
         task = asyncio.ensure_future(self._provider.create_instance(request))
         try:
@@ -366,12 +342,8 @@ class SandboxManager:
         except asyncio.CancelledError:
             # The caller gave up (deadline, closed connection, StopVM): whatever the provider
             # creates from here on must not outlive this call.
-            log.warning(
-                "sandbox=%s: StartVM cancelled while creating instance %s; it will be "
-                "deleted once created",
-                record.sandbox_id,
-                record.instance_name,
-            )
+            log.warning("sandbox=%s: StartVM cancelled while creating instance %s; it will be "
+                        "deleted once created", record.sandbox_id, record.instance_name)
             self._reapers[record.sandbox_id] = asyncio.ensure_future(
                 self._reap(record.sandbox_id, task)
             )
@@ -394,12 +366,8 @@ class SandboxManager:
         try:
             await self._delete_with_retries(sandbox_id, instance.id)
         except ProviderError as exc:
-            log.error(
-                "sandbox=%s: could not delete abandoned instance %s: %s",
-                sandbox_id,
-                instance.id,
-                exc,
-            )
+            log.error("sandbox=%s: could not delete abandoned instance %s: %s",
+                      sandbox_id, instance.id, exc)
             record = self._records.get(sandbox_id)
             if record is not None:
                 self._put(record.replace(state=SandboxState.STOP_FAILED, instance_id=instance.id))
@@ -424,13 +392,8 @@ class SandboxManager:
         try:
             await self._delete_with_retries(sid, record.instance_id)
         except ProviderError as exc:
-            log.error(
-                "sandbox=%s: instance %s could not be deleted; keeping the record so "
-                "StopVM can retry: %s",
-                sid,
-                record.instance_id,
-                exc,
-            )
+            log.error("sandbox=%s: instance %s could not be deleted; keeping the record so "
+                      "StopVM can retry: %s", sid, record.instance_id, exc)
             self._put(record.replace(state=SandboxState.STOP_FAILED))
             return
         self._put(record.replace(state=SandboxState.CREATED, instance_id="", instance_ips=()))
@@ -447,16 +410,9 @@ class SandboxManager:
                 delay = next(delays, None)
                 if delay is None:
                     raise
-                log.warning(
-                    "sandbox=%s: deleting instance %s failed (attempt %d/%d), "
-                    "retrying in %.1fs: %s",
-                    sandbox_id,
-                    instance_id,
-                    attempt,
-                    policy.attempts,
-                    delay,
-                    exc,
-                )
+                log.warning("sandbox=%s: deleting instance %s failed (attempt %d/%d), "
+                            "retrying in %.1fs: %s", sandbox_id, instance_id, attempt,
+                            policy.attempts, delay, exc)
                 await asyncio.sleep(delay)
             else:
                 log.info("sandbox=%s: instance %s deleted", sandbox_id, instance_id)
@@ -472,9 +428,8 @@ class SandboxManager:
             await self._wait_reaper(sandbox_id)
             record = self._records.get(sandbox_id)
             if record is None:
-                log.warning(
-                    "sandbox=%s: StopVM for an unknown sandbox; nothing to stop", sandbox_id
-                )
+                log.warning("sandbox=%s: StopVM for an unknown sandbox; nothing to stop",
+                            sandbox_id)
                 return
             proxy = self._proxies.pop(sandbox_id, None)
             if proxy is not None:
@@ -514,9 +469,8 @@ class SandboxManager:
         """The instance id of a pod ("" when none); with ``wait``, block until there is one."""
         if wait:
             async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(
-                    lambda: bool(self._instance_of(pod_namespace, pod_name))
-                )
+                await self._changed.wait_for(lambda: bool(self._instance_of(pod_namespace,
+                                                                            pod_name)))
         return self._instance_of(pod_namespace, pod_name)
 
     # ------------------------------------------------------------------ restart
@@ -535,13 +489,8 @@ class SandboxManager:
     def track(self, sandbox_id: str, task: asyncio.Task[None]) -> None:
         """Own a background clean-up for a sandbox; its calls wait for it first."""
         self._reapers[sandbox_id] = task
-        task.add_done_callback(
-            lambda _t: (
-                self._reapers.pop(sandbox_id, None)
-                if self._reapers.get(sandbox_id) is task
-                else None
-            )
-        )
+        task.add_done_callback(lambda _t: self._reapers.pop(sandbox_id, None)
+                               if self._reapers.get(sandbox_id) is task else None)
 
     async def resume(self, record: SandboxRecord) -> None:
         await self._resume(record)
@@ -557,17 +506,11 @@ class SandboxManager:
                 {NODE_TAG: self._config.node_name, SANDBOX_TAG: sid}
             )
         except ProviderError as exc:
-            log.warning(
-                "sandbox=%s: cannot list its instances (the orphan sweep will find them later): %s",
-                sid,
-                exc,
-            )
+            log.warning("sandbox=%s: cannot list its instances (the orphan sweep will find "
+                        "them later): %s", sid, exc)
             found = []
-        ids += [
-            i.id
-            for i in found
-            if i.tags.get(NODE_TAG) == self._config.node_name and i.id not in ids
-        ]
+        ids += [i.id for i in found
+                if i.tags.get(NODE_TAG) == self._config.node_name and i.id not in ids]
         network = apf.loads(record.apf_json).pod_network
         if record.instance_id and network is not None:
             try:
@@ -575,25 +518,18 @@ class SandboxManager:
             except Exception as exc:
                 log.error("sandbox=%s: tunnel teardown failed: %s", sid, exc)
         for instance_id in ids:
-            log.info(
-                "sandbox=%s instance=%s: deleting the instance of an interrupted StartVM",
-                sid,
-                instance_id,
-            )
+            log.info("sandbox=%s instance=%s: deleting the instance of an interrupted StartVM",
+                     sid, instance_id)
             try:
                 await self._delete_with_retries(sid, instance_id)
             except ProviderError as exc:
-                log.error(
-                    "sandbox=%s instance=%s: could not delete it; the sweep retries: %s",
-                    sid,
-                    instance_id,
-                    exc,
-                )
-                await self._set(
-                    record.replace(state=SandboxState.STOP_FAILED, instance_id=instance_id)
-                )
+                log.error("sandbox=%s instance=%s: could not delete it; the sweep retries: %s",
+                          sid, instance_id, exc)
+                await self._set(record.replace(state=SandboxState.STOP_FAILED,
+                                               instance_id=instance_id))
                 return
-        await self._set(record.replace(state=SandboxState.CREATED, instance_id="", instance_ips=()))
+        await self._set(record.replace(state=SandboxState.CREATED, instance_id="",
+                                       instance_ips=()))
 
     # ------------------------------------------------------------------ lifecycle
     async def aclose(self) -> None:

@@ -31,7 +31,8 @@ from providers.base import (
 )
 
 PREFIX = "peerpods_"
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+                    600)
 
 Gauges = Callable[[], Mapping[str, float]]
 
@@ -60,39 +61,29 @@ class Metrics:
         self.hypervisor_latency = Histogram(
             PREFIX + "hypervisor_request_duration_seconds",
             "CreateVM/StartVM/StopVM duration as the Kata shim sees it",
-            ["method", "result"],
-            registry=r,
-            buckets=_LATENCY_BUCKETS,
+            ["method", "result"], registry=r, buckets=_LATENCY_BUCKETS,
         )
         self.provider_calls = Counter(
             PREFIX + "provider_calls", "cloud provider calls", ["operation"], registry=r
         )
         self.provider_errors = Counter(
-            PREFIX + "provider_errors",
-            "cloud provider calls that failed, by error kind",
-            ["operation", "kind"],
-            registry=r,
+            PREFIX + "provider_errors", "cloud provider calls that failed, by error kind",
+            ["operation", "kind"], registry=r,
         )
         self.provider_latency = Histogram(
-            PREFIX + "provider_call_duration_seconds",
-            "cloud provider call duration",
-            ["operation"],
-            registry=r,
-            buckets=_LATENCY_BUCKETS,
+            PREFIX + "provider_call_duration_seconds", "cloud provider call duration",
+            ["operation"], registry=r, buckets=_LATENCY_BUCKETS,
         )
         self.sweeps = Counter(
             PREFIX + "orphan_sweeps", "orphan sweeps run, by result", ["result"], registry=r
         )
         self.sweep_deletions = Counter(
-            PREFIX + "orphan_sweep_deletions",
-            "instances deleted by the orphan sweep",
+            PREFIX + "orphan_sweep_deletions", "instances deleted by the orphan sweep",
             registry=r,
         )
         self.proxy_dials = Counter(
-            PREFIX + "proxy_forwarder_dials",
-            "agent proxy connections to forwarders, by result",
-            ["result"],
-            registry=r,
+            PREFIX + "proxy_forwarder_dials", "agent proxy connections to forwarders, by result",
+            ["result"], registry=r,
         )
         self.proxy_calls = Counter(
             PREFIX + "proxy_calls", "agent API calls relayed, by result", ["result"], registry=r
@@ -100,8 +91,7 @@ class Metrics:
         self.proxy_bytes = Counter(
             PREFIX + "proxy_relayed_bytes",
             "agent API payload bytes relayed (to_agent: requests, from_agent: responses)",
-            ["direction"],
-            registry=r,
+            ["direction"], registry=r,
         )
         for direction in ("to_agent", "from_agent"):
             self.proxy_bytes.labels(direction)

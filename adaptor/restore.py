@@ -46,34 +46,25 @@ async def restore(
         _restore_network(network, record)
         manager.adopt(record)
     running = [r for r in loaded.records if r.state is SandboxState.RUNNING]
-    results = await asyncio.gather(*(manager.resume(r) for r in running), return_exceptions=True)
+    results = await asyncio.gather(*(manager.resume(r) for r in running),
+                                   return_exceptions=True)
     resumed = 0
     for record, result in zip(running, results, strict=True):
         if isinstance(result, BaseException):
-            log.error(
-                "sandbox=%s instance=%s: cannot serve its agent socket again: %s",
-                record.sandbox_id,
-                record.instance_id,
-                result,
-            )
+            log.error("sandbox=%s instance=%s: cannot serve its agent socket again: %s",
+                      record.sandbox_id, record.instance_id, result)
         else:
             resumed += 1
     interrupted = [r for r in loaded.records if r.state is SandboxState.STARTING]
     for record in interrupted:
         lock = manager.lock(record.sandbox_id)
         await lock.acquire()  # uncontended: nothing is served yet
-        manager.track(
-            record.sandbox_id, asyncio.create_task(_recover(manager, store, record, lock))
-        )
+        manager.track(record.sandbox_id,
+                      asyncio.create_task(_recover(manager, store, record, lock)))
     report = RestoreReport(len(loaded.records), resumed, len(interrupted), len(loaded.corrupt))
-    log.info(
-        "restored %d sandbox record(s): %d agent proxies serving again, %d interrupted "
-        "StartVM(s) to clean up, %d unreadable record(s) set aside",
-        report.records,
-        report.resumed,
-        report.interrupted,
-        report.corrupt,
-    )
+    log.info("restored %d sandbox record(s): %d agent proxies serving again, %d interrupted "
+             "StartVM(s) to clean up, %d unreadable record(s) set aside", report.records,
+             report.resumed, report.interrupted, report.corrupt)
     return report
 
 
@@ -106,11 +97,8 @@ async def _recover(
             if fresh.state is not SandboxState.STARTING:
                 return
             record = fresh
-        log.warning(
-            "sandbox=%s: its StartVM was interrupted by an adaptor restart; "
-            "cleaning up so that a retry starts afresh",
-            sid,
-        )
+        log.warning("sandbox=%s: its StartVM was interrupted by an adaptor restart; "
+                    "cleaning up so that a retry starts afresh", sid)
         await manager.abandon_start(record)
     except Exception:
         log.exception("sandbox=%s: recovering the interrupted StartVM failed", sid)

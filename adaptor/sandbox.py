@@ -29,9 +29,13 @@ class SandboxState(enum.StrEnum):
     STOP_FAILED = "stop-failed"  # the instance could not be deleted; retry on StopVM/sweep
 
 
-def request_fingerprint(sandbox_id: str, annotations: Mapping[str, str], netns_path: str) -> str:
+def request_fingerprint(
+    sandbox_id: str, annotations: Mapping[str, str], netns_path: str
+) -> str:
     """Identifies a CreateVM request, so that an identical retry is recognised."""
-    body = json.dumps([sandbox_id, sorted(annotations.items()), netns_path], separators=(",", ":"))
+    body = json.dumps(
+        [sandbox_id, sorted(annotations.items()), netns_path], separators=(",", ":")
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -58,13 +58,11 @@ class Prepared:
 def prepare(settings: AdaptorSettings) -> Prepared:
     """Validate settings that need more than parsing; raise :class:`StartupError`."""
     if settings.log_format not in LOG_FORMATS:
-        raise StartupError(
-            f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {settings.log_format!r}"
-        )
+        raise StartupError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                           f"not {settings.log_format!r}")
     if settings.log_level.lower() not in LOG_LEVELS:
-        raise StartupError(
-            f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}"
-        )
+        raise StartupError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
+                           f"not {settings.log_level!r}")
     if not 0 < settings.forwarder_port < 65536:
         raise StartupError(f"FORWARDER_PORT {settings.forwarder_port} is not a TCP port")
     if settings.proxy_timeout.total_seconds() <= 0:
@@ -93,11 +91,8 @@ def prepare(settings: AdaptorSettings) -> Prepared:
     elif settings.tls_skip_verify:
         log.warning("TLS_SKIP_VERIFY is set: pod VM certificates are not verified")
     if profile.is_set:
-        log.warning(
-            "TLS profile %s is baked into pod VMs at creation; existing pods keep "
-            "their old profile",
-            profile,
-        )
+        log.warning("TLS profile %s is baked into pod VMs at creation; existing pods keep "
+                    "their old profile", profile)
     return Prepared(tls, initdata, settings.node_name or socket.gethostname())
 
 
@@ -164,9 +159,8 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
-        self._probe = ProbeServer(
-            self.metrics, startup=self._startup_check, health=self._health_check
-        )
+        self._probe = ProbeServer(self.metrics, startup=self._startup_check,
+                                  health=self._health_check)
         try:
             await self._probe.start(self._probe_host, settings.probe_port)
         except OSError as exc:
@@ -198,18 +192,11 @@ class Daemon:
             store=self.store,
             metrics=self.metrics,
         )
-        self.metrics.add_gauge(
-            "sandboxes",
-            "sandboxes known to the adaptor, by state",
-            "state",
-            manager.counts_by_state,
-        )
-        self.metrics.add_gauge(
-            "proxy_forwarder_connections",
-            "agent proxies with a live connection to their forwarder",
-            None,
-            manager.forwarder_connections,
-        )
+        self.metrics.add_gauge("sandboxes", "sandboxes known to the adaptor, by state",
+                               "state", manager.counts_by_state)
+        self.metrics.add_gauge("proxy_forwarder_connections",
+                               "agent proxies with a live connection to their forwarder", None,
+                               manager.forwarder_connections)
         self.restored = await restore(manager, self.store, network)
         server = Server()
         HypervisorService(manager, self.metrics).register(server)
@@ -225,9 +212,7 @@ class Daemon:
             raise StartupError(f"cannot listen on {path}: {exc}") from None
         self._server = server
         self.sweeper = OrphanSweeper(
-            self.provider,
-            manager,
-            self.store,
+            self.provider, manager, self.store,
             node_name=self._prepared.node_name,
             grace=settings.orphan_grace_period,
             interval=settings.orphan_sweep_interval,
@@ -243,12 +228,9 @@ class Daemon:
             async with asyncio.timeout(HEALTH_TIMEOUT):
                 client = await Client.connect_unix(self.settings.socket)
                 async with client:
-                    await client.call(
-                        HYPERVISOR_SERVICE,
-                        "Version",
-                        hypervisor_pb2.VersionRequest(),
-                        hypervisor_pb2.VersionResponse,
-                    )
+                    await client.call(HYPERVISOR_SERVICE, "Version",
+                                      hypervisor_pb2.VersionRequest(),
+                                      hypervisor_pb2.VersionResponse)
         except (OSError, TimeoutError, TTRPCError, ConnectionClosed) as exc:
             return False, f"hypervisor socket does not answer: {exc or type(exc).__name__}"
         return True, "ok"
@@ -282,10 +264,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 os.unlink(self.settings.socket)
         elif self._socket_id is not None:
-            log.info(
-                "hypervisor socket %s now belongs to another adaptor; leaving it",
-                self.settings.socket,
-            )
+            log.info("hypervisor socket %s now belongs to another adaptor; leaving it",
+                     self.settings.socket)
         self._socket_id = None
         probe, self._probe = self._probe, None
         if probe is not None:

@@ -46,7 +46,7 @@ def write_private(path: str, data: str | bytes) -> None:
         os.fchmod(fd, 0o600)
         view = memoryview(payload)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -146,21 +146,11 @@ class SandboxStore:
         try:
             os.replace(path, target)
         except OSError as move_exc:
-            log.error(
-                "sandbox=%s: unreadable record %s (%s) could not be moved aside: %s",
-                sandbox_id,
-                path,
-                _reason(exc),
-                move_exc,
-            )
+            log.error("sandbox=%s: unreadable record %s (%s) could not be moved aside: %s",
+                      sandbox_id, path, _reason(exc), move_exc)
             return ""
-        log.error(
-            "sandbox=%s: unreadable record %s (%s); kept as %s and skipped",
-            sandbox_id,
-            path,
-            _reason(exc),
-            target,
-        )
+        log.error("sandbox=%s: unreadable record %s (%s); kept as %s and skipped",
+                  sandbox_id, path, _reason(exc), target)
         return target
 
     # ---------------------------------------------------------------- start locks
@@ -193,9 +183,8 @@ class SandboxStore:
     def _open_lock(self, sandbox_id: str) -> int:
         directory = self.pod_dir(sandbox_id)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        return os.open(
-            os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
+        return os.open(os.path.join(directory, LOCK_NAME),
+                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def _reason(exc: BaseException) -> str:

@@ -104,9 +104,8 @@ class OrphanSweeper:
         try:
             instances = await self._provider.list_instances({NODE_TAG: self._node})
         except ProviderError as exc:
-            log.warning(
-                "orphan sweep: listing the instances of node %s failed: %s", self._node, exc
-            )
+            log.warning("orphan sweep: listing the instances of node %s failed: %s",
+                        self._node, exc)
             self._count("error")
             return SweepResult()
         known = self._known()
@@ -125,29 +124,16 @@ class OrphanSweeper:
             if age is not None and age < self._grace:
                 young.append(instance.id)
                 continue
-            why = (
-                "no sandbox record"
-                if record is None
-                else (f"its sandbox record names instance {record.instance_id or '(none)'}")
-            )
-            log.warning(
-                "sandbox=%s instance=%s: deleting orphan instance %s (%s, age %s)",
-                sid or "-",
-                instance.id,
-                instance.name,
-                why,
-                _age(age),
-            )
+            why = "no sandbox record" if record is None else (
+                f"its sandbox record names instance {record.instance_id or '(none)'}")
+            log.warning("sandbox=%s instance=%s: deleting orphan instance %s (%s, age %s)",
+                        sid or "-", instance.id, instance.name, why,
+                        _age(age))
             try:
                 await self._provider.delete_instance(instance.id)
             except ProviderError as exc:
-                log.error(
-                    "sandbox=%s instance=%s: deleting the orphan failed; the next sweep "
-                    "retries: %s",
-                    sid or "-",
-                    instance.id,
-                    exc,
-                )
+                log.error("sandbox=%s instance=%s: deleting the orphan failed; the next sweep "
+                          "retries: %s", sid or "-", instance.id, exc)
                 failed.append(instance.id)
                 continue
             deleted.append(instance.id)
@@ -156,13 +142,8 @@ class OrphanSweeper:
         retried = await self._retry_failed_stops()
         self._count("ok" if not failed else "partial")
         if deleted or failed:
-            log.info(
-                "orphan sweep: %d deleted, %d failed, %d younger than %s kept",
-                len(deleted),
-                len(failed),
-                len(young),
-                self._grace,
-            )
+            log.info("orphan sweep: %d deleted, %d failed, %d younger than %s kept",
+                     len(deleted), len(failed), len(young), self._grace)
         return SweepResult(tuple(deleted), tuple(young), tuple(failed), retried)
 
     def _known(self) -> dict[str, SandboxRecord]:
@@ -179,20 +160,13 @@ class OrphanSweeper:
             if record.state is not SandboxState.STOP_FAILED:
                 continue
             sid = record.sandbox_id
-            log.info(
-                "sandbox=%s instance=%s: retrying the delete that failed earlier",
-                sid,
-                record.instance_id,
-            )
+            log.info("sandbox=%s instance=%s: retrying the delete that failed earlier", sid,
+                     record.instance_id)
             try:
                 await self._manager.stop(sid)
             except StopFailed as exc:
-                log.error(
-                    "sandbox=%s instance=%s: still cannot delete it: %s",
-                    sid,
-                    record.instance_id,
-                    exc,
-                )
+                log.error("sandbox=%s instance=%s: still cannot delete it: %s", sid,
+                          record.instance_id, exc)
                 continue
             retried.append(sid)
         return tuple(retried)

@@ -34,9 +34,7 @@ class TLSStateError(AdaptorError):
 
 
 def load_or_create(
-    state_dir: str,
-    name: str,
-    create: Callable[[], StoredPair],
+    state_dir: str, name: str, create: Callable[[], StoredPair],
     check: Callable[[StoredPair], None] | None = None,
 ) -> StoredPair:
     """The pair stored as ``<name>.crt``/``<name>.key``, created (and stored) when absent."""
@@ -44,9 +42,8 @@ def load_or_create(
     os.makedirs(directory, mode=0o700, exist_ok=True)
     cert_path = os.path.join(directory, f"{name}.crt")
     key_path = os.path.join(directory, f"{name}.key")
-    lock_fd = os.open(
-        os.path.join(directory, "tls.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
+    lock_fd = os.open(os.path.join(directory, "tls.lock"),
+                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:

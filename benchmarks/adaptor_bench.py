@@ -73,9 +73,8 @@ async def check_loop(client: Client, calls: int) -> list[float]:
     request = health_pb2.CheckRequest()
     for _ in range(calls):
         started = time.perf_counter()
-        await client.call(
-            "grpc.Health", "Check", request, health_pb2.HealthCheckResponse, timeout=30
-        )
+        await client.call("grpc.Health", "Check", request, health_pb2.HealthCheckResponse,
+                          timeout=30)
         out.append(time.perf_counter() - started)
     return out
 
@@ -84,19 +83,11 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
     workdir = tempfile.mkdtemp(prefix="ppb", dir="/tmp")
     cloud = TimedCloud(workdir)
     settings = AdaptorSettings(
-        socket=f"{workdir}/hv.sock",
-        pods_dir=f"{workdir}/p",
-        forwarder_port=cloud.port,
-        proxy_timeout=timedelta(seconds=10),
-        tunnel_type="none",
-        node_name="bench",
+        socket=f"{workdir}/hv.sock", pods_dir=f"{workdir}/p", forwarder_port=cloud.port,
+        proxy_timeout=timedelta(seconds=10), tunnel_type="none", node_name="bench",
     )
-    daemon = Daemon(
-        settings,
-        cloud.provider,
-        network=FakeWorkerNetwork(),
-        delete_retry=RetryPolicy(attempts=2, initial_delay=0.01),
-    )
+    daemon = Daemon(settings, cloud.provider, network=FakeWorkerNetwork(),
+                    delete_retry=RetryPolicy(attempts=2, initial_delay=0.01))
     await daemon.start()
     shim = Shim(settings.socket)
     try:
@@ -113,11 +104,9 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
             adaptor_only.append(total - cloud.vm_time.pop(sid))
         print(f"per pod, CreateVM+StartVM+StopVM, {pods} pods one at a time (mTLS):")
         print(f"  total         p50 {ms(pct(totals, 50))}  p99 {ms(pct(totals, 99))}")
-        print(
-            f"  adaptor only  p50 {ms(pct(adaptor_only, 50))}  "
-            f"p99 {ms(pct(adaptor_only, 99))}   (fake VM boot/halt subtracted; "
-            "target p50 <= 20 ms)"
-        )
+        print(f"  adaptor only  p50 {ms(pct(adaptor_only, 50))}  "
+              f"p99 {ms(pct(adaptor_only, 99))}   (fake VM boot/halt subtracted; "
+              "target p50 <= 20 ms)")
 
         # 2. concurrent starts
         sids = [f"c{i:07x}" + "0" * 56 for i in range(concurrent)]
@@ -129,10 +118,8 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
         started = time.perf_counter()
         await asyncio.gather(*(up(s) for s in sids))
         wall = time.perf_counter() - started
-        print(
-            f"{concurrent} pods started concurrently: {wall:.2f} s wall "
-            f"({len(cloud.provider.instances)} instances)"
-        )
+        print(f"{concurrent} pods started concurrently: {wall:.2f} s wall "
+              f"({len(cloud.provider.instances)} instances)")
         started = time.perf_counter()
         await asyncio.gather(*(shim.stop_vm(s) for s in sids))
         print(f"{concurrent} pods stopped concurrently: {time.perf_counter() - started:.2f} s")
@@ -152,9 +139,7 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
             results["direct to agent (unix)"] = await check_loop(direct, calls)
         tls: AgentTLS = daemon._prepared.tls  # the adaptor's own client identity
         async with await Client.connect_tcp(
-            forwarder.host,
-            forwarder.port,
-            ssl=tls.client_context(),
+            forwarder.host, forwarder.port, ssl=tls.client_context(),
             server_hostname=record.server_name,
         ) as fwd:
             await check_loop(fwd, 100)
@@ -166,9 +151,8 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
         print(f"grpc.Health/Check round trip, {calls} calls each:")
         for name, values in results.items():
             p50 = statistics.median(values)
-            print(
-                f"  {name:26s} p50 {ms(p50)}  p99 {ms(pct(values, 99))}  ({p50 / base:.2f}x direct)"
-            )
+            print(f"  {name:26s} p50 {ms(p50)}  p99 {ms(pct(values, 99))}  "
+                  f"({p50 / base:.2f}x direct)")
         await shim.stop_vm(sid)
     finally:
         await daemon.aclose()
@@ -177,9 +161,8 @@ async def bench(pods: int, concurrent: int, calls: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--calls", type=int, default=2000)

@@ -44,13 +44,9 @@ async def shipped_idle_rss() -> float:
     """Idle RSS of the shipped ``cloud-api-adaptor local`` (loopback VMs, VXLAN tunnel)."""
     root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")
     env = {
-        **os.environ,
-        "REMOTE_HYPERVISOR_ENDPOINT": f"{root}/hv.sock",
-        "PODS_DIR": f"{root}/pods",
-        "LOCAL_STATE_DIR": f"{root}/local",
-        "PROBE_PORT": "0",
-        "LOCAL_NETNS": "off",
-        "TUNNEL_TYPE": "vxlan",
+        **os.environ, "REMOTE_HYPERVISOR_ENDPOINT": f"{root}/hv.sock",
+        "PODS_DIR": f"{root}/pods", "LOCAL_STATE_DIR": f"{root}/local", "PROBE_PORT": "0",
+        "LOCAL_NETNS": "off", "TUNNEL_TYPE": "vxlan",
     }
     exe = os.path.join(os.path.dirname(sys.executable), "cloud-api-adaptor")
     proc = await asyncio.create_subprocess_exec(
@@ -113,10 +109,8 @@ async def run(pods: int) -> None:
         print(f"idle RSS (cloud-api-adaptor local): {shipped:5.1f} MiB   (target <= 60 MiB)")
         print(f"RSS with {pods} sandboxes:          {loaded:7.1f} MiB   (target <= 100 MiB)")
         print(f"RSS after restart, {pods} restored: {restored:7.1f} MiB")
-        print(
-            f"restart until all {pods} proxies serve: {restart * 1000:7.0f} ms"
-            f"   (target <= 2000 ms)"
-        )
+        print(f"restart until all {pods} proxies serve: {restart * 1000:7.0f} ms"
+              f"   (target <= 2000 ms)")
         await second.aclose()
     finally:
         await first.aclose()

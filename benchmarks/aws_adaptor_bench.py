@@ -78,11 +78,8 @@ class Pod:
 async def one_pod(shim: Shim, n: int) -> Pod:
     pod = Pod(secrets.token_hex(32))
     pod.began = time.monotonic()
-    await shim.create_vm(
-        pod.sid,
-        shim_annotations(pod=f"bench-{n}", namespace="bench"),
-        netns=f"/var/run/netns/cni-{pod.sid[:8]}",
-    )
+    await shim.create_vm(pod.sid, shim_annotations(pod=f"bench-{n}", namespace="bench"),
+                         netns=f"/var/run/netns/cni-{pod.sid[:8]}")
     pod.created = time.monotonic()
     await shim.start_vm(pod.sid, timeout=600)
     pod.started = time.monotonic()
@@ -107,13 +104,8 @@ async def stop_vm(socket_path: str, sid: str) -> None:
     """StopVM as the shim sends it, with room for a slow limiter (the shim's own helper
     gives up after 60 s)."""
     async with await Client.connect_unix(socket_path) as client:
-        await client.call(
-            "hypervisor.Hypervisor",
-            "StopVM",
-            hypervisor_pb2.StopVMRequest(id=sid),
-            hypervisor_pb2.StopVMResponse,
-            timeout=600,
-        )
+        await client.call("hypervisor.Hypervisor", "StopVM", hypervisor_pb2.StopVMRequest(id=sid),
+                          hypervisor_pb2.StopVMResponse, timeout=600)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -130,20 +122,17 @@ async def run(args: argparse.Namespace) -> int:
         if args.rate is not None:
             env["AWS_API_RATE"] = str(args.rate)
         await world.start_adaptor(
-            env,
-            endpoint=proxy_url,
-            command=[sys.executable, "-m", "tests.providers.aws.timed_adaptor", waits_path, "aws"],
+            env, endpoint=proxy_url,
+            command=[sys.executable, "-m", "tests.providers.aws.timed_adaptor", waits_path,
+                     "aws"],
         )
         return await measure(world, args, waits_path)
 
 
 async def measure(world: AwsAdaptorWorld, args: argparse.Namespace, waits_path: str) -> int:
     assert world.adaptor is not None
-    pids = {
-        "adaptor": world.adaptor.pid,
-        "moto_server": world.moto.pid,
-        "stand-in VMs + EC2 proxy": world.fleet.pid,
-    }
+    pids = {"adaptor": world.adaptor.pid, "moto_server": world.moto.pid,
+            "stand-in VMs + EC2 proxy": world.fleet.pid}
     shim = Shim(world.socket)
     cpu0 = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.monotonic()
@@ -164,9 +153,8 @@ async def measure(world: AwsAdaptorWorld, args: argparse.Namespace, waits_path: 
     moto: list[Interval] = [(a, b) for _, a, b, _ in requests]
     run_end = {sid: b for action, _, b, sid in requests if action == "RunInstances" and sid}
     up = {e["sandbox"]: e["t"] for e in world.events("started")}
-    boot: list[Interval] = [
-        (run_end[p.sid], up[p.sid]) for p in pods if p.sid in run_end and p.sid in up
-    ]
+    boot: list[Interval] = [(run_end[p.sid], up[p.sid]) for p in pods
+                            if p.sid in run_end and p.sid in up]
     after_up = [p.started - up[p.sid] for p in pods if p.sid in up]
     dialing: list[Interval] = [(up[p.sid], p.started) for p in pods if p.sid in up]
     creating: list[Interval] = [(p.began, p.created) for p in pods]
@@ -183,65 +171,42 @@ async def measure(world: AwsAdaptorWorld, args: argparse.Namespace, waits_path: 
     start_lat = [p.started - p.created for p in pods]
     create_lat = [p.created - p.began for p in pods]
 
-    print(
-        f"pods={args.pods} AWS_API_RATE={args.rate if args.rate is not None else 'default'} "
-        f"fleet poll={args.poll}s"
-    )
-    print(
-        f"wall time, first CreateVM to last StartVM   {wall:8.2f} s ({args.pods / wall:.1f} pods/s)"
-    )
-    print(
-        f"CreateVM latency p50 / max                  {statistics.median(create_lat):8.3f} / "
-        f"{max(create_lat):.3f} s"
-    )
-    print(
-        f"StartVM latency p50 / p95 / max             {statistics.median(start_lat):8.2f} / "
-        f"{pct(start_lat, 0.95):.2f} / {max(start_lat):.2f} s"
-    )
-    print(
-        f"EC2 requests through the proxy              {len(in_window):8d}   "
-        + ", ".join(f"{k} {v}" for k, v in sorted(by_action.items()))
-    )
-    print(
-        f"moto in flight (union)                      {moto_u:8.2f} s ({moto_u / wall:.0%}); "
-        f"summed {sum(b - a for _, a, b, _ in in_window):.2f} s"
-    )
+    print(f"pods={args.pods} AWS_API_RATE={args.rate if args.rate is not None else 'default'} "
+          f"fleet poll={args.poll}s")
+    print(f"wall time, first CreateVM to last StartVM   {wall:8.2f} s "
+          f"({args.pods / wall:.1f} pods/s)")
+    print(f"CreateVM latency p50 / max                  {statistics.median(create_lat):8.3f} / "
+          f"{max(create_lat):.3f} s")
+    print(f"StartVM latency p50 / p95 / max             {statistics.median(start_lat):8.2f} / "
+          f"{pct(start_lat, 0.95):.2f} / {max(start_lat):.2f} s")
+    print(f"EC2 requests through the proxy              {len(in_window):8d}   "
+          + ", ".join(f"{k} {v}" for k, v in sorted(by_action.items())))
+    print(f"moto in flight (union)                      {moto_u:8.2f} s ({moto_u / wall:.0%}); "
+          f"summed {sum(b - a for _, a, b, _ in in_window):.2f} s")
     waits = [(a, b) for a, b in limiter if t0 <= a <= t1]
-    print(
-        f"limiter holding some pod (union)            {limiter_u:8.2f} s "
-        f"({limiter_u / wall:.0%}); {len(waits)} waits, summed "
-        f"{sum(b - a for a, b in waits):.2f} s"
-    )
+    print(f"limiter holding some pod (union)            {limiter_u:8.2f} s "
+          f"({limiter_u / wall:.0%}); {len(waits)} waits, summed "
+          f"{sum(b - a for a, b in waits):.2f} s")
     boot_each = [b - a for a, b in boot]
-    print(
-        f"stand-in VM boot (RunInstances -> listening){boot_u:8.2f} s ({boot_u / wall:.0%}); "
-        f"per pod p50 {statistics.median(boot_each):.2f} s, max {max(boot_each):.2f} s"
-    )
+    print(f"stand-in VM boot (RunInstances -> listening){boot_u:8.2f} s ({boot_u / wall:.0%}); "
+          f"per pod p50 {statistics.median(boot_each):.2f} s, max {max(boot_each):.2f} s")
     print(f"some pod waiting on any of these (union)    {others:8.2f} s ({others / wall:.0%})")
-    print(
-        f"adaptor's share: wall minus that union      {wall - others:8.2f} s "
-        f"({(wall - others) / wall:.0%}), of which"
-    )
+    print(f"adaptor's share: wall minus that union      {wall - others:8.2f} s "
+          f"({(wall - others) / wall:.0%}), of which")
     only_create = union_seconds(moto + limiter + boot + creating, t0, t1) - others
     only_dial = union_seconds(moto + limiter + boot + dialing, t0, t1) - others
     print(f"  some CreateVM in progress                 {only_create:8.2f} s")
     print(f"  some StartVM dialling a listening forwarder {only_dial:6.2f} s")
-    print(
-        f"  neither (StartVM work around EC2 calls)   "
-        f"{wall - union_seconds(moto + limiter + boot + creating + dialing, t0, t1):8.2f} s"
-    )
+    print(f"  neither (StartVM work around EC2 calls)   "
+          f"{wall - union_seconds(moto + limiter + boot + creating + dialing, t0, t1):8.2f} s")
     print(f"EC2 requests in flight at once, max         {max_overlap(moto):8d}")
-    print(
-        f"StartVM answer after forwarder up p50 / max {statistics.median(after_up):8.2f} / "
-        f"{max(after_up):.2f} s  (dial backoff + TLS + listen)"
-    )
+    print(f"StartVM answer after forwarder up p50 / max {statistics.median(after_up):8.2f} / "
+          f"{max(after_up):.2f} s  (dial backoff + TLS + listen)")
     for name, seconds in cpu.items():
         print(f"CPU {name:<40}{seconds:8.2f} s ({seconds / wall:.0%} of one core)")
-    print(
-        f"StopVM all (concurrently)                   {stop_wall:8.2f} s; moto: "
-        f"{states.count('terminated')} terminated, "
-        f"{sum(s in ('pending', 'running') for s in states)} running"
-    )
+    print(f"StopVM all (concurrently)                   {stop_wall:8.2f} s; moto: "
+          f"{states.count('terminated')} terminated, "
+          f"{sum(s in ('pending', 'running') for s in states)} running")
     ok = len(instances) == args.pods and all(s == "terminated" for s in states)
     return 0 if ok else 1
 
@@ -249,18 +214,10 @@ async def measure(world: AwsAdaptorWorld, args: argparse.Namespace, waits_path: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=100)
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=None,
-        help="AWS_API_RATE for the adaptor (default: its own default)",
-    )
-    parser.add_argument(
-        "--poll",
-        type=float,
-        default=0.2,
-        help="how often the stand-in VMs poll moto for new instances (s)",
-    )
+    parser.add_argument("--rate", type=float, default=None,
+                        help="AWS_API_RATE for the adaptor (default: its own default)")
+    parser.add_argument("--poll", type=float, default=0.2,
+                        help="how often the stand-in VMs poll moto for new instances (s)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("aws_adaptor_bench: needs root (network namespaces)", file=sys.stderr)

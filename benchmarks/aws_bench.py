@@ -116,36 +116,21 @@ async def run(args: argparse.Namespace) -> None:
     try:
         import boto3
 
-        ec2 = boto3.client(
-            "ec2",
-            region_name=REGION,
-            endpoint_url=moto.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto.url,
+                           aws_access_key_id="bench", aws_secret_access_key="bench")
         ami = ec2.describe_images(
             Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*"]}]
         )["Images"][0]["ImageId"]
         subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
         settings = AwsSettings(
-            access_key_id="bench",
-            secret_key="bench",
-            region=REGION,
-            image_id=ami,
-            subnet_id=subnet,
-            endpoint_url=proxy.url,
-            imds_url="",
-            api_rate=args.rate,
+            access_key_id="bench", secret_key="bench", region=REGION, image_id=ami,
+            subnet_id=subnet, endpoint_url=proxy.url, imds_url="", api_rate=args.rate,
         )
         provider = AwsProvider(settings, node_name="bench-node")
         meter = Meter()
         client = await provider._ready()
-        for name in (
-            "run_instances",
-            "describe_instances",
-            "describe_images",
-            "terminate_instances",
-        ):
+        for name in ("run_instances", "describe_instances", "describe_images",
+                     "terminate_instances"):
             meter.wrap_method(client, name)
         meter.wrap_bucket(provider._write_bucket)
         meter.wrap_bucket(provider._read_bucket)
@@ -154,16 +139,11 @@ async def run(args: argparse.Namespace) -> None:
         requests = []
         for _ in range(args.pods):
             sid = uuid.uuid4().hex * 2
-            requests.append(
-                InstanceRequest(
-                    name=f"podvm-bench-{sid[:8]}",
-                    sandbox_id=sid,
-                    pod_name="bench",
-                    pod_namespace="default",
-                    user_data=USER_DATA,
-                    tags={NODE_TAG: node, SANDBOX_TAG: sid},
-                )
-            )
+            requests.append(InstanceRequest(
+                name=f"podvm-bench-{sid[:8]}", sandbox_id=sid, pod_name="bench",
+                pod_namespace="default", user_data=USER_DATA,
+                tags={NODE_TAG: node, SANDBOX_TAG: sid},
+            ))
 
         latencies: list[float] = []
 
@@ -189,31 +169,21 @@ async def run(args: argparse.Namespace) -> None:
         throttled = sum(1 for r in proxy.requests if r.injected)
         calls = len(proxy.intervals)
         quantiles = statistics.quantiles(latencies, n=20)
-        print(
-            f"pods={args.pods} rate={args.rate}/s threads={args.threads} "
-            f"throttle={args.throttle:.0%} instances={len(set(ids))}"
-        )
+        print(f"pods={args.pods} rate={args.rate}/s threads={args.threads} "
+              f"throttle={args.throttle:.0%} instances={len(set(ids))}")
         print(f"wall time                    {wall:8.2f} s   ({args.pods / wall:.1f} creates/s)")
-        print(
-            f"create latency p50/p95/max   {statistics.median(latencies):8.2f} / "
-            f"{quantiles[18]:.2f} / {max(latencies):.2f} s"
-        )
+        print(f"create latency p50/p95/max   {statistics.median(latencies):8.2f} / "
+              f"{quantiles[18]:.2f} / {max(latencies):.2f} s")
         print(f"EC2 calls forwarded          {calls:8d}     (+{throttled} throttled answers)")
-        print(
-            f"endpoint in flight           {endpoint_busy:8.2f} s   "
-            f"({endpoint_busy / wall:.0%} of wall); summed call time "
-            f"{sum(b - a for a, b in proxy.intervals):.2f} s"
-        )
-        print(
-            f"limiter holding a create     {limiter_busy:8.2f} s   ({limiter_busy / wall:.0%} of "
-            f"wall); summed waits {sum(b - a for a, b in meter.limiter):.2f} s"
-        )
+        print(f"endpoint in flight           {endpoint_busy:8.2f} s   "
+              f"({endpoint_busy / wall:.0%} of wall); summed call time "
+              f"{sum(b - a for a, b in proxy.intervals):.2f} s")
+        print(f"limiter holding a create     {limiter_busy:8.2f} s   ({limiter_busy / wall:.0%} of "
+              f"wall); summed waits {sum(b - a for a, b in meter.limiter):.2f} s")
         print(f"CPU moto_server              {moto_cpu:8.2f} s")
-        print(
-            f"CPU this process             {proc_cpu:8.2f} s   (event loop thread "
-            f"{main_cpu:.2f} s: provider + proxy; boto3 worker threads "
-            f"{meter.worker_cpu:.2f} s)"
-        )
+        print(f"CPU this process             {proc_cpu:8.2f} s   (event loop thread "
+              f"{main_cpu:.2f} s: provider + proxy; boto3 worker threads "
+              f"{meter.worker_cpu:.2f} s)")
 
         cleanup = time.perf_counter()
         await asyncio.gather(*(provider.delete_instance(i) for i in ids))
@@ -228,15 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--rate", type=float, default=5.0, help="AWS_API_RATE")
-    parser.add_argument(
-        "--throttle", type=float, default=0.0, help="share of calls answered RequestLimitExceeded"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=min(32, (os.cpu_count() or 1) + 4),
-        help="default executor size (asyncio.to_thread)",
-    )
+    parser.add_argument("--throttle", type=float, default=0.0,
+                        help="share of calls answered RequestLimitExceeded")
+    parser.add_argument("--threads", type=int, default=min(32, (os.cpu_count() or 1) + 4),
+                        help="default executor size (asyncio.to_thread)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -57,9 +57,8 @@ async def _round_trips(client: Client, count: int) -> list[float]:
     samples = []
     for _ in range(count):
         start = time.perf_counter()
-        await client.call(
-            "grpc.Health", "Check", request, health_pb2.HealthCheckResponse, timeout=30
-        )
+        await client.call("grpc.Health", "Check", request, health_pb2.HealthCheckResponse,
+                          timeout=30)
         samples.append(time.perf_counter() - start)
     return samples
 
@@ -77,9 +76,8 @@ async def _throughput(client: Client, total: int, concurrency: int) -> float:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await client.call(
-                "grpc.Health", "Check", request, health_pb2.HealthCheckResponse, timeout=30
-            )
+            await client.call("grpc.Health", "Check", request, health_pb2.HealthCheckResponse,
+                              timeout=30)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -91,8 +89,7 @@ async def bench(count: int, warmup: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory(prefix="apf-bench-") as tmp:
         agent_path = str(Path(tmp) / "agent.sock")
         agent = multiprocessing.get_context("spawn").Process(
-            target=_agent_main, args=(agent_path,), daemon=True
-        )
+            target=_agent_main, args=(agent_path,), daemon=True)
         agent.start()
         config = Path(tmp) / "apf.json"
         config.write_text(pki.apf_json())
@@ -102,27 +99,17 @@ async def bench(count: int, warmup: int, concurrency: int) -> None:
         notify.setblocking(False)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         forwarder = await asyncio.create_subprocess_exec(
-            *_forwarder_command(),
-            "-config",
-            str(config),
-            "-listen",
-            "127.0.0.1:0",
-            "-kata-agent-socket",
-            agent_path,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+            *_forwarder_command(), "-config", str(config), "-listen", "127.0.0.1:0",
+            "-kata-agent-socket", agent_path, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
-            ready = (
-                await asyncio.wait_for(asyncio.get_running_loop().sock_recv(notify, 4096), 30)
-            ).decode()
+            ready = (await asyncio.wait_for(
+                asyncio.get_running_loop().sock_recv(notify, 4096), 30)).decode()
             port = int(ready.rsplit(":", 1)[1])
             direct = await _connect_agent(agent_path)
             context = client_context(pki.client.cert_pem, pki.client.key_pem, pki.ca.cert_pem)
-            relayed = await Client.connect_tcp(
-                "127.0.0.1", port, ssl=context, server_hostname=SERVER_NAME
-            )
+            relayed = await Client.connect_tcp("127.0.0.1", port, ssl=context,
+                                               server_hostname=SERVER_NAME)
             await _round_trips(direct, warmup)
             await _round_trips(relayed, warmup)
             d = await _round_trips(direct, count)
@@ -137,20 +124,15 @@ async def bench(count: int, warmup: int, concurrency: int) -> None:
             agent.join()
             notify.close()
 
-    print(
-        f"grpc.Health/Check, {count} sequential calls on one connection each "
-        f"(warm-up {warmup}); python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
-    )
+    print(f"grpc.Health/Check, {count} sequential calls on one connection each "
+          f"(warm-up {warmup}); python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     print(f"{'path':<34}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}")
-    for name, samples in (("direct to agent (unix)", d), ("via forwarder (TCP + mTLS)", r)):
-        print(
-            f"{name:<34}{_pct(samples, 0.5):>10.0f}{_pct(samples, 0.99):>10.0f}"
-            f"{statistics.fmean(samples) * 1e6:>10.0f}"
-        )
-    print(
-        f"ratio forwarder/direct: p50 {_pct(r, 0.5) / _pct(d, 0.5):.2f}x, "
-        f"p99 {_pct(r, 0.99) / _pct(d, 0.99):.2f}x"
-    )
+    for name, samples in (("direct to agent (unix)", d),
+                          ("via forwarder (TCP + mTLS)", r)):
+        print(f"{name:<34}{_pct(samples, 0.5):>10.0f}{_pct(samples, 0.99):>10.0f}"
+              f"{statistics.fmean(samples) * 1e6:>10.0f}")
+    print(f"ratio forwarder/direct: p50 {_pct(r, 0.5) / _pct(d, 0.5):.2f}x, "
+          f"p99 {_pct(r, 0.99) / _pct(d, 0.99):.2f}x")
     print(f"throughput via forwarder with {concurrency} calls in flight: {rate:.0f} calls/s")
 
 

@@ -108,20 +108,9 @@ async def python_client(path: str, calls: int) -> dict[str, float]:
 
 def go_client(path: str, calls: int) -> dict[str, float]:
     out = subprocess.run(
-        [
-            str(PEER),
-            "client",
-            "--address",
-            f"unix:{path}",
-            "--scenario",
-            "bench",
-            "--calls",
-            str(calls),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [str(PEER), "client", "--address", f"unix:{path}", "--scenario", "bench",
+         "--calls", str(calls)],
+        check=True, capture_output=True, text=True, timeout=600,
     ).stdout
     result: dict[str, float] = json.loads(out)
     if "error" in result:
@@ -152,21 +141,19 @@ def main() -> int:
         py_server = start([sys.executable, __file__, mode, py_sock])
         go_server = start([str(PEER), "bench-server", "--address", f"unix:{go_sock}"])
         try:
-            rows.append(
-                ("python client -> python server", aio.run(python_client(py_sock, args.calls)))
-            )
+            rows.append(("python client -> python server",
+                         aio.run(python_client(py_sock, args.calls))))
             rows.append(("go client     -> python server", go_client(py_sock, args.calls)))
             rows.append(("go client     -> go server", go_client(go_sock, args.calls)))
-            rows.append(("python client -> go server", aio.run(python_client(go_sock, args.calls))))
+            rows.append(("python client -> go server",
+                         aio.run(python_client(go_sock, args.calls))))
         finally:
             stop(py_server)
             stop(go_server)
 
     loop = os.environ.get("PEERPODS_EVENT_LOOP", "uvloop")
-    print(
-        f"grpc.Health/Check, {args.calls} sequential calls per row, unix socket, "
-        f"Python on the daemons' event loop ({loop}; PEERPODS_EVENT_LOOP=asyncio|uvloop)"
-    )
+    print(f"grpc.Health/Check, {args.calls} sequential calls per row, unix socket, "
+          f"Python on the daemons' event loop ({loop}; PEERPODS_EVENT_LOOP=asyncio|uvloop)")
     print(f"{'path':32} {'p50 us':>9} {'p99 us':>9} {'calls/s':>10}")
     for name, r in rows:
         print(f"{name:32} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['calls_per_s']:10.0f}")

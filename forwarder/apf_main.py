@@ -30,10 +30,8 @@ def _version() -> str:
 
 
 def version_text() -> str:
-    return (
-        f"{PROGRAM_NAME} version {_version()}\n  commit: unknown\n"
-        f"  python: {platform.python_version()}\n"
-    )
+    return (f"{PROGRAM_NAME} version {_version()}\n  commit: unknown\n"
+            f"  python: {platform.python_version()}\n")
 
 
 def _configure_logging() -> None:

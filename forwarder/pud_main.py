@@ -37,60 +37,26 @@ class _Option:
 _DEFAULTS = ProvisionConfig()
 
 _OPTIONS = (
-    _Option(
-        ("--peerpod-dir",), "peerpod_dir", "PUD_PEERPOD_DIR", "directory the files are written to"
-    ),
-    _Option(
-        ("--cidata-dir",),
-        "cidata_dir",
-        "PUD_CIDATA_DIR",
-        "config drive mount point; <dir>/user-data is the first source",
-    ),
-    _Option(
-        ("--dmi-dir",), "dmi_dir", "PUD_DMI_DIR", "sysfs DMI directory used to recognise the cloud"
-    ),
-    _Option(
-        ("--aws-imds-url",),
-        "aws_imds_url",
-        "PUD_AWS_IMDS_URL",
-        "AWS instance metadata service base URL",
-    ),
-    _Option(
-        ("--azure-imds-url",),
-        "azure_imds_url",
-        "PUD_AZURE_IMDS_URL",
-        "Azure instance metadata service base URL",
-    ),
-    _Option(
-        ("--gcp-metadata-url",),
-        "gcp_metadata_url",
-        "PUD_GCP_METADATA_URL",
-        "GCP metadata server base URL",
-    ),
-    _Option(
-        ("--alibaba-metadata-url",),
-        "alibaba_metadata_url",
-        "PUD_ALIBABA_METADATA_URL",
-        "Alibaba Cloud metadata service base URL",
-    ),
-    _Option(
-        ("--retry-delay",),
-        "retry_delay",
-        "PUD_RETRY_DELAY",
-        "seconds between user-data fetch attempts",
-    ),
-    _Option(
-        ("--tpm-device",),
-        "tpm_device",
-        "PUD_TPM_DEVICE",
-        "PCR 8 is extended only if this TPM device exists; empty disables",
-    ),
-    _Option(
-        ("--pcrextend-command",),
-        "pcrextend_command",
-        "PUD_PCREXTEND_COMMAND",
-        "command that extends a PCR (called as <cmd> 8:sha256=<hex>)",
-    ),
+    _Option(("--peerpod-dir",), "peerpod_dir", "PUD_PEERPOD_DIR",
+            "directory the files are written to"),
+    _Option(("--cidata-dir",), "cidata_dir", "PUD_CIDATA_DIR",
+            "config drive mount point; <dir>/user-data is the first source"),
+    _Option(("--dmi-dir",), "dmi_dir", "PUD_DMI_DIR",
+            "sysfs DMI directory used to recognise the cloud"),
+    _Option(("--aws-imds-url",), "aws_imds_url", "PUD_AWS_IMDS_URL",
+            "AWS instance metadata service base URL"),
+    _Option(("--azure-imds-url",), "azure_imds_url", "PUD_AZURE_IMDS_URL",
+            "Azure instance metadata service base URL"),
+    _Option(("--gcp-metadata-url",), "gcp_metadata_url", "PUD_GCP_METADATA_URL",
+            "GCP metadata server base URL"),
+    _Option(("--alibaba-metadata-url",), "alibaba_metadata_url", "PUD_ALIBABA_METADATA_URL",
+            "Alibaba Cloud metadata service base URL"),
+    _Option(("--retry-delay",), "retry_delay", "PUD_RETRY_DELAY",
+            "seconds between user-data fetch attempts"),
+    _Option(("--tpm-device",), "tpm_device", "PUD_TPM_DEVICE",
+            "PCR 8 is extended only if this TPM device exists; empty disables"),
+    _Option(("--pcrextend-command",), "pcrextend_command", "PUD_PCREXTEND_COMMAND",
+            "command that extends a PCR (called as <cmd> 8:sha256=<hex>)"),
 )
 
 
@@ -121,26 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     provision = commands.add_parser(
         "provision-files",
         help="provision required files based on user data",
-        description="Fetch user-data, write the allowed files, process initdata, extend PCR 8.",
+        description="Fetch user-data, write the allowed files, process initdata, "
+        "extend PCR 8.",
     )
     provision.add_argument(
         "-v", "--version", dest="sub_version", action="store_true", help="print the version"
     )
     provision.add_argument(
-        "-t",
-        "--user-data-fetch-timeout",
-        type=_positive_seconds,
-        default=None,
+        "-t", "--user-data-fetch-timeout", type=_positive_seconds, default=None,
         metavar="SECONDS",
         help=f"timeout for fetching user data (default {_DEFAULTS.fetch_timeout:g})",
     )
     for option in _OPTIONS:
         default = getattr(_DEFAULTS, option.field)
         provision.add_argument(
-            *option.flags,
-            dest=option.field,
-            default=None,
-            metavar="VALUE",
+            *option.flags, dest=option.field, default=None, metavar="VALUE",
             help=f"{option.help} [env {option.env}] (default {default})",
         )
     return parser
@@ -203,9 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     log.info(
         "provision-files done: source=%s written=%d refused=%d pcr8_extended=%s",
-        result.source or "none",
-        len(result.written),
-        len(result.refused),
+        result.source or "none", len(result.written), len(result.refused),
         result.pcr8_extended,
     )
     return 0

@@ -94,7 +94,8 @@ _SAFE_PATH = re.compile(r"/[A-Za-z0-9._+@/-]*")
 # Characters YAML accepts in a stream, minus every line break but "\n" (YAML would
 # normalise "\r", NEL, LS and PS into "\n" and change the content).
 _BAD_CONTENT_CHAR = re.compile(
-    "[^\x09\x0a\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029]"
+    "[^\x09\x0a\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+    "|[\u2028\u2029]"
 )
 
 

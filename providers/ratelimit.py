@@ -96,7 +96,9 @@ class TokenBucket:
         now = self._refill()
         wait = max(0.0, (tokens - self._tokens) / self.rate)
         if deadline is not None and now + wait > deadline:
-            raise RateLimitTimeout(f"rate limit: a token is {wait:.3f}s away, past the deadline")
+            raise RateLimitTimeout(
+                f"rate limit: a token is {wait:.3f}s away, past the deadline"
+            )
         self._tokens -= tokens
         if wait <= 0:
             return 0.0

@@ -55,13 +55,7 @@ class SettingsError(UsageError):
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }
 
 
@@ -198,7 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         group.add_argument(*_flag_names(spec.flag), help=text.replace("%", "%%"), **kwargs)
 
 
-def from_namespace(cls: type[T], namespace: argparse.Namespace, env: Mapping[str, str]) -> T:
+def from_namespace(
+    cls: type[T], namespace: argparse.Namespace, env: Mapping[str, str]
+) -> T:
     """Build ``cls`` from parsed flags and the environment (env, then flag)."""
     values: dict[str, Any] = {}
     missing: list[str] = []

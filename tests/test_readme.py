@@ -45,9 +45,7 @@ def test_settings_tables_are_current() -> None:
     """The configuration tables are the output of scripts/settings-table."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "settings-table")],
-        capture_output=True,
-        text=True,
-        check=True,
+        capture_output=True, text=True, check=True,
     ).stdout
     assert out.strip() in README, "regenerate the tables: scripts/settings-table"
 

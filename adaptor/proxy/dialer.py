@@ -68,25 +68,18 @@ class ForwarderDialer:
                 last = exc
                 log.warning(
                     "sandbox=%s: forwarder %s presented a certificate that does not verify: %s",
-                    self.sandbox_id,
-                    self.address,
-                    exc.verify_message or exc,
+                    self.sandbox_id, self.address, exc.verify_message or exc,
                 )
             except (OSError, TimeoutError, ssl.SSLError, EOFError) as exc:
                 last = exc
                 log.debug(
                     "sandbox=%s: dial %s attempt %d failed: %s",
-                    self.sandbox_id,
-                    self.address,
-                    attempt,
-                    exc or type(exc).__name__,
+                    self.sandbox_id, self.address, attempt, exc or type(exc).__name__,
                 )
             else:
                 log.info(
                     "sandbox=%s: connected to forwarder %s after %d attempt(s)",
-                    self.sandbox_id,
-                    self.address,
-                    attempt,
+                    self.sandbox_id, self.address, attempt,
                 )
                 return client
             remaining = deadline - loop.time()

@@ -39,37 +39,25 @@ def rewrite_create_container(sandbox_id: str, payload: bytes) -> bytes:
     for mount in oci.Mounts:
         log.info(
             "sandbox=%s:     mount destination:%s source:%s type:%s",
-            sandbox_id,
-            mount.destination,
-            mount.source,
-            mount.type,
+            sandbox_id, mount.destination, mount.source, mount.type,
         )
     guest_pull = False
     for storage in request.storages:
         log.info(
             "sandbox=%s:     mount_point:%s source:%s fstype:%s driver:%s",
-            sandbox_id,
-            storage.mount_point,
-            storage.source,
-            storage.fstype,
-            storage.driver,
+            sandbox_id, storage.mount_point, storage.source, storage.fstype, storage.driver,
         )
         guest_pull = guest_pull or storage.driver == IMAGE_GUEST_PULL
     for device in request.devices:
         log.info(
             "sandbox=%s:     device container_path:%s vm_path:%s type:%s",
-            sandbox_id,
-            device.container_path,
-            device.vm_path,
-            device.type,
+            sandbox_id, device.container_path, device.vm_path, device.type,
         )
     if not guest_pull:
         log.warning(
             "sandbox=%s: CreateContainer %s has no %s storage: pulling images outside the pod "
             "VM is not supported; use the nydus snapshotter's guest pull",
-            sandbox_id,
-            request.container_id,
-            IMAGE_GUEST_PULL,
+            sandbox_id, request.container_id, IMAGE_GUEST_PULL,
         )
     changed = False
     if oci.Annotations.get(DEFAULT_GPUS_ANNOTATION, ""):

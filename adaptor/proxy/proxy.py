@@ -86,7 +86,8 @@ class AgentProxy:
             await asyncio.shield(self.aclose())
             raise
         self._warmup = asyncio.create_task(self._warm_up())
-        log.info("sandbox=%s: agent proxy listening again on %s", self.sandbox_id, self.socket_path)
+        log.info("sandbox=%s: agent proxy listening again on %s", self.sandbox_id,
+                 self.socket_path)
 
     async def _listen(self) -> None:
         server = Server()
@@ -105,9 +106,8 @@ class AgentProxy:
             try:
                 client = await self._dial(self._proxy_timeout)
             except DialTimeout as exc:
-                log.warning(
-                    "sandbox=%s: forwarder not reachable after restart: %s", self.sandbox_id, exc
-                )
+                log.warning("sandbox=%s: forwarder not reachable after restart: %s",
+                            self.sandbox_id, exc)
                 return
             if self._closed:
                 await client.aclose()
@@ -166,8 +166,7 @@ class AgentProxy:
             timeout = self._proxy_timeout if remaining is None else remaining
             log.info(
                 "sandbox=%s: forwarder connection lost; reconnecting to %s",
-                self.sandbox_id,
-                self._dialer.address,
+                self.sandbox_id, self._dialer.address,
             )
             try:
                 client = await self._dial(timeout)
@@ -203,10 +202,7 @@ class AgentProxy:
                 metrics.proxy_calls.labels("connection_closed").inc()
             log.warning(
                 "sandbox=%s: %s/%s: forwarder connection closed: %s",
-                self.sandbox_id,
-                ctx.service,
-                ctx.method,
-                exc,
+                self.sandbox_id, ctx.service, ctx.method, exc,
             )
             raise TTRPCError(
                 Code.UNAVAILABLE, f"connection to the pod VM's forwarder closed: {exc}"

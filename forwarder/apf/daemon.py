@@ -99,12 +99,8 @@ class Forwarder:
 
         network = self._config.pod_network
         if network is not None and network.tunnel_type != "none":
-            log.info(
-                "pod=%s: setting up the pod network in %s (tunnel %s)",
-                self._pod,
-                self._options.pod_namespace,
-                network.tunnel_type,
-            )
+            log.info("pod=%s: setting up the pod network in %s (tunnel %s)", self._pod,
+                     self._options.pod_namespace, network.tunnel_type)
         if network is not None:
             try:
                 self._network = await self._network_setup(network, self._options)
@@ -114,12 +110,8 @@ class Forwarder:
         try:
             server = Server()
             self._interceptor.register(server)
-            log.info(
-                "pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
-                self._pod,
-                self._options.listen_addr,
-                "TLS" if context else "plain TCP",
-            )
+            log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
+                     self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
             try:
                 self.address = await server.start_tcp(
                     self._options.listen_host, self._options.listen_port, ssl=context
@@ -134,13 +126,8 @@ class Forwarder:
             raise
 
         host, port = self.address
-        log.info(
-            "pod=%s: serving on %s:%d, relaying to kata-agent at %s",
-            self._pod,
-            host,
-            port,
-            self._options.kata_agent_socket,
-        )
+        log.info("pod=%s: serving on %s:%d, relaying to kata-agent at %s", self._pod, host, port,
+                 self._options.kata_agent_socket)
         self._notify(f"READY=1\nSTATUS=serving on {host}:{port}")
         return self.address
 

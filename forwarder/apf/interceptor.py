@@ -100,12 +100,8 @@ class Interceptor:
             self._sandbox = request.sandbox_id
         log.info("%s: CreateSandbox: hostname:%s", self.label, request.hostname)
         if request.dns:
-            log.info(
-                "%s: CreateSandbox: removed dns %s so /etc/resolv.conf of the pod VM is "
-                "not overwritten",
-                self.label,
-                ", ".join(request.dns),
-            )
+            log.info("%s: CreateSandbox: removed dns %s so /etc/resolv.conf of the pod VM is "
+                     "not overwritten", self.label, ", ".join(request.dns))
             del request.dns[:]
             payload = request.SerializeToString()
         return await self._forward(ctx, payload, "CreateSandbox")
@@ -116,25 +112,19 @@ class Interceptor:
         cid = request.container_id
         log.info("%s: CreateContainer: containerID:%s", self.label, cid)
         if not request.HasField("OCI"):
-            raise TTRPCError(
-                Code.INVALID_ARGUMENT, f"CreateContainer {cid}: request has no OCI spec"
-            )
+            raise TTRPCError(Code.INVALID_ARGUMENT,
+                             f"CreateContainer {cid}: request has no OCI spec")
         spec = request.OCI
         if spec.Annotations.get(CLOUD_VOLUMES_KEY, ""):
-            log.error(
-                "%s: CreateContainer %s: annotation %s is present, cloud volumes are not "
-                "supported yet",
-                self.label,
-                cid,
-                CLOUD_VOLUMES_KEY,
-            )
+            log.error("%s: CreateContainer %s: annotation %s is present, cloud volumes are not "
+                      "supported yet", self.label, cid, CLOUD_VOLUMES_KEY)
             raise TTRPCError(Code.FAILED_PRECONDITION, "cloud volumes are not supported yet")
 
-        spec.Linux.Namespaces.append(
-            oci_pb2.LinuxNamespace(Type=NETWORK_NAMESPACE, Path=self._netns)
-        )
+        spec.Linux.Namespaces.append(oci_pb2.LinuxNamespace(Type=NETWORK_NAMESPACE,
+                                                            Path=self._netns))
         for ns in spec.Linux.Namespaces:
-            log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type, ns.Path)
+            log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type,
+                     ns.Path)
 
         await self._prepare_mounts(spec, cid)
         return await self._forward(ctx, request.SerializeToString(), "CreateContainer")
@@ -150,12 +140,8 @@ class Interceptor:
             if mount.source not in targets:
                 continue
             try:
-                await wait_mounted(
-                    mount.source,
-                    label=label,
-                    is_mounted=self._is_mounted,
-                    limit=self._mount_wait_limit,
-                )
+                await wait_mounted(mount.source, label=label, is_mounted=self._is_mounted,
+                                   limit=self._mount_wait_limit)
             except MountWaitTimeout as exc:
                 raise TTRPCError(Code.DEADLINE_EXCEEDED, str(exc)) from None
 

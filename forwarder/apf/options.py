@@ -72,20 +72,17 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag("config", "Path to a daemon config file", DEFAULT_CONFIG_PATH),
     _Flag("listen", "Listen address", DEFAULT_LISTEN_ADDR),
     _Flag("kata-agent-socket", "Path to a kata agent socket", DEFAULT_KATA_AGENT_SOCKET),
-    _Flag(
-        "pod-namespace", "Path to the network namespace where the pod runs", DEFAULT_POD_NAMESPACE
-    ),
-    _Flag("host-interface", "network interface name that is used for network tunnel traffic", ""),
+    _Flag("pod-namespace", "Path to the network namespace where the pod runs",
+          DEFAULT_POD_NAMESPACE),
+    _Flag("host-interface", "network interface name that is used for network tunnel traffic",
+          ""),
     _Flag("ca-cert-file", "CA cert file", ""),
     _Flag("cert-file", "cert file", ""),
     _Flag("cert-key", "cert key", ""),
-    _Flag(
-        "tls-skip-verify",
-        "Skip TLS certificate verification - use it only for testing",
-        False,
-        is_bool=True,
-    ),
-    _Flag("disable-tls", "Disable TLS encryption - use it only for testing", False, is_bool=True),
+    _Flag("tls-skip-verify", "Skip TLS certificate verification - use it only for testing",
+          False, is_bool=True),
+    _Flag("disable-tls", "Disable TLS encryption - use it only for testing", False,
+          is_bool=True),
 )
 _BY_NAME = {flag.name: flag for flag in _FLAGS}
 

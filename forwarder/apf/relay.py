@@ -71,13 +71,8 @@ class AgentRelay:
         try:
             return await client.forward(ctx, payload)
         except ConnectionClosed as exc:
-            log.warning(
-                "agent=%s: connection lost during %s/%s: %s",
-                self._path,
-                ctx.service,
-                ctx.method,
-                exc,
-            )
+            log.warning("agent=%s: connection lost during %s/%s: %s",
+                        self._path, ctx.service, ctx.method, exc)
             raise AgentUnavailable(f"kata-agent connection closed: {exc}") from None
 
     async def client(self) -> Client:
@@ -108,10 +103,8 @@ class AgentRelay:
                 client = await self._dialer(self._path)
             except OSError as exc:
                 if loop.time() + delay >= give_up:
-                    message = (
-                        f"failed to establish agent connection to {self._path} "
-                        f"after {attempts} attempts: {exc.strerror or exc}"
-                    )
+                    message = (f"failed to establish agent connection to {self._path} "
+                               f"after {attempts} attempts: {exc.strerror or exc}")
                     log.error("agent=%s: %s", self._path, message)
                     raise AgentUnavailable(message) from None
                 await asyncio.sleep(delay)
@@ -120,7 +113,8 @@ class AgentRelay:
             if self._closed:
                 await client.aclose()
                 raise AgentUnavailable("agent-protocol-forwarder is shutting down")
-            log.info("agent=%s: established agent connection (attempt %d)", self._path, attempts)
+            log.info("agent=%s: established agent connection (attempt %d)",
+                     self._path, attempts)
             self._client = client
             self.connects += 1
             return client

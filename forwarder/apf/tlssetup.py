@@ -36,10 +36,8 @@ def _read(path: str, what: str) -> str:
 def build_server_context(options: Options, config: ApfConfig) -> ssl.SSLContext | None:
     """The listener's TLS context, or None with ``-disable-tls``."""
     if options.disable_tls:
-        log.warning(
-            "listen=%s: TLS is disabled (-disable-tls); use it only for testing",
-            options.listen_addr,
-        )
+        log.warning("listen=%s: TLS is disabled (-disable-tls); use it only for testing",
+                    options.listen_addr)
         return None
 
     if options.cert_file or options.cert_key:
@@ -70,9 +68,8 @@ def build_server_context(options: Options, config: ApfConfig) -> ssl.SSLContext 
             raise TLSSetupError(
                 "specifying a root certificates file with the insecure flag is not allowed"
             )
-        log.warning(
-            "listen=%s: -tls-skip-verify is set; use it only for testing", options.listen_addr
-        )
+        log.warning("listen=%s: -tls-skip-verify is set; use it only for testing",
+                    options.listen_addr)
 
     try:
         profile = parse_profile(config.tls_min_version, config.tls_cipher_suites)
@@ -81,24 +78,12 @@ def build_server_context(options: Options, config: ApfConfig) -> ssl.SSLContext 
         raise TLSSetupError(f"TLS setup failed: {exc}") from None
 
     if client_ca:
-        log.info(
-            "listen=%s: mutual TLS, server certificate from %s, client CA from %s",
-            options.listen_addr,
-            source,
-            ca_source,
-        )
+        log.info("listen=%s: mutual TLS, server certificate from %s, client CA from %s",
+                 options.listen_addr, source, ca_source)
     else:
-        log.warning(
-            "listen=%s: TLS without client certificate verification (no client CA); "
-            "server certificate from %s",
-            options.listen_addr,
-            source,
-        )
+        log.warning("listen=%s: TLS without client certificate verification (no client CA); "
+                    "server certificate from %s", options.listen_addr, source)
     if profile.is_set:
-        log.info(
-            "listen=%s: TLS profile min-version=%s cipher-suites=%s",
-            options.listen_addr,
-            profile.min_version or "VersionTLS12",
-            ",".join(profile.cipher_suites) or "-",
-        )
+        log.info("listen=%s: TLS profile min-version=%s cipher-suites=%s", options.listen_addr,
+                 profile.min_version or "VersionTLS12", ",".join(profile.cipher_suites) or "-")
     return context

@@ -91,9 +91,8 @@ def create_missing_bind_sources(mounts: Iterable[MountView], *, label: str) -> l
         if not mount.is_bind or not mount.source or os.path.lexists(mount.source):
             continue
         if not os.path.isabs(mount.source):
-            log.warning(
-                "%s: bind mount source %r is not absolute, not creating it", label, mount.source
-            )
+            log.warning("%s: bind mount source %r is not absolute, not creating it",
+                        label, mount.source)
             continue
         try:
             os.makedirs(mount.source, mode=0o777, exist_ok=True)

@@ -71,7 +71,9 @@ def _has_user_data_file(path: Path) -> bool:
     return True
 
 
-def detect_source(config: ProvisionConfig, session: aiohttp.ClientSession) -> UserDataSource | None:
+def detect_source(
+    config: ProvisionConfig, session: aiohttp.ClientSession
+) -> UserDataSource | None:
     """The source to fetch from, or ``None`` when this machine has no user-data source."""
     user_data_file = config.cidata_dir / "user-data"
     if _has_user_data_file(user_data_file):

@@ -41,11 +41,8 @@ def process_initdata(root: SafeDir) -> tuple[initdata.InitData, str]:
         if key in EXTRACTED_KEYS:
             _write(root, key, value.encode("utf-8"))
         else:
-            log.info(
-                "initdata key %r is not extracted (allowed: %s)",
-                key[:80],
-                ", ".join(sorted(EXTRACTED_KEYS)),
-            )
+            log.info("initdata key %r is not extracted (allowed: %s)", key[:80],
+                     ", ".join(sorted(EXTRACTED_KEYS)))
     digest = initdata.digest(init)
     _write(root, DIGEST_NAME, digest.encode("ascii"))
     log.info("initdata version=%s algorithm=%s digest=%s", init.version, init.algorithm, digest)

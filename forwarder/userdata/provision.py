@@ -54,17 +54,12 @@ async def retrieve(
                     last = exc
                     log.warning(
                         "source=%s attempt=%d: %s; retrying in %gs",
-                        source.name,
-                        attempt,
-                        exc,
-                        retry_delay,
+                        source.name, attempt, exc, retry_delay,
                     )
                 else:
                     log.info(
                         "source=%s attempt=%d: user-data has %d file(s)",
-                        source.name,
-                        attempt,
-                        len(files),
+                        source.name, attempt, len(files),
                     )
                     return files
                 await asyncio.sleep(retry_delay)

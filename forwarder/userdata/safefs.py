@@ -81,7 +81,9 @@ class SafeDir:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise UnsafePathError(f"{part!r} is a symlink or not a directory") from None
+                        raise UnsafePathError(
+                            f"{part!r} is a symlink or not a directory"
+                        ) from None
                     raise
                 os.close(fd)
                 fd = child

@@ -38,7 +38,9 @@ def _present(path: Path) -> bool:
     return path.exists()
 
 
-async def extend_pcr8(root: SafeDir, digest_hex: str, *, device: Path | None, command: str) -> bool:
+async def extend_pcr8(
+    root: SafeDir, digest_hex: str, *, device: Path | None, command: str
+) -> bool:
     """Extend PCR 8 when a TPM and the command are present. Returns whether it extended."""
     argument = pcrextend_argument(digest_hex)
     if device is None:

@@ -132,7 +132,9 @@ class Client:
         try:
             response.ParseFromString(payload)
         except Exception as exc:
-            raise TTRPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
+            raise TTRPCError(
+                Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}"
+            ) from exc
         return response
 
     async def call_raw(
@@ -157,7 +159,9 @@ class Client:
         conn = self._conn
         if not conn.is_open:
             raise ConnectionClosed()
-        data = encode_request(Request(service, method, payload, timeout_nano or 0, tuple(metadata)))
+        data = encode_request(
+            Request(service, method, payload, timeout_nano or 0, tuple(metadata))
+        )
         stream_id = self._next_id
         if stream_id > _MAX_STREAM_ID:
             raise ConnectionClosed("ttrpc: stream ids exhausted on this connection")

@@ -303,10 +303,7 @@ class _ServerConnection(FrameProtocol):
             raise
         except Exception as exc:
             log.warning(
-                "ttrpc %s/%s: handler failed: %s",
-                request.service,
-                request.method,
-                exc,
+                "ttrpc %s/%s: handler failed: %s", request.service, request.method, exc,
                 exc_info=exc,
             )
             response = Response(Status(Code.UNKNOWN, str(exc) or type(exc).__name__))

@@ -30,48 +30,42 @@ from providers.base import (
 )
 from providers.ratelimit import Backoff, RateLimitTimeout
 
-THROTTLE_CODES = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-    }
-)
+THROTTLE_CODES = frozenset({
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+})
 
 # No capacity, or an account quota used up: retrying now does not help, so fail fast.
-QUOTA_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "InsufficientHostCapacity",
-        "InsufficientReservedInstanceCapacity",
-        "InstanceLimitExceeded",
-        "VcpuLimitExceeded",
-        "MaxSpotInstanceCountExceeded",
-        "ResourceLimitExceeded",
-        "ServiceQuotaExceededException",
-        "VolumeLimitExceeded",
-        "InsufficientFreeAddressesInSubnet",
-        "AddressLimitExceeded",
-    }
-)
+QUOTA_CODES = frozenset({
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "MaxSpotInstanceCountExceeded",
+    "ResourceLimitExceeded",
+    "ServiceQuotaExceededException",
+    "VolumeLimitExceeded",
+    "InsufficientFreeAddressesInSubnet",
+    "AddressLimitExceeded",
+})
 
 INSTANCE_NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 
-AUTH_CODES = frozenset(
-    {
-        "AuthFailure",
-        "UnauthorizedOperation",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "RequestExpired",
-        "OptInRequired",
-    }
-)
+AUTH_CODES = frozenset({
+    "AuthFailure",
+    "UnauthorizedOperation",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "RequestExpired",
+    "OptInRequired",
+})
 
 # Throttling: keep going while the caller's time allows.
 THROTTLE_BACKOFF = Backoff(base=0.1, cap=5.0, max_attempts=None)
@@ -80,10 +74,7 @@ THROTTLE_BACKOFF = Backoff(base=0.1, cap=5.0, max_attempts=None)
 TRANSIENT_BACKOFF = Backoff(base=0.2, cap=2.0, max_attempts=4)
 
 _TRANSIENT_EXCEPTIONS = (
-    EndpointConnectionError,
-    ConnectionError,
-    HTTPClientError,
-    ReadTimeoutError,
+    EndpointConnectionError, ConnectionError, HTTPClientError, ReadTimeoutError,
 )
 
 
@@ -146,7 +137,9 @@ def translate(
         if code.startswith("InvalidAMIID"):
             return InvalidSpec(f"AMI {image_id or '?'} cannot be used ({code}: {message})")
         if code in ("InvalidInstanceType", "Unsupported") and instance_type:
-            return InvalidSpec(f"instance type {instance_type} cannot be used ({code}: {message})")
+            return InvalidSpec(
+                f"instance type {instance_type} cannot be used ({code}: {message})"
+            )
         if code in AUTH_CODES:
             return ConfigError(f"EC2 {action}: credentials rejected ({code}: {message})")
         if _status(exc) >= 500:

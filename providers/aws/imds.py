@@ -124,4 +124,6 @@ async def lookup_defaults(
                 log.info("no key name from IMDS, skipped: %s", exc)
             if key:
                 log.info("%s KeyName retrieved from IMDS", key)
-    return NetworkDefaults(region=region, subnet_id=subnet, key_name=key, security_group_ids=groups)
+    return NetworkDefaults(
+        region=region, subnet_id=subnet, key_name=key, security_group_ids=groups
+    )

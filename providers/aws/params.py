@@ -67,12 +67,10 @@ def instance_tags(request: InstanceRequest, extra: Mapping[str, str]) -> dict[st
 
 
 def tag_specifications(tags: Mapping[str, str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "ResourceType": "instance",
-            "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
-        }
-    ]
+    return [{
+        "ResourceType": "instance",
+        "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
+    }]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +130,10 @@ def run_instances_params(
     if not settings.disable_cvm:
         params["CpuOptions"] = {"AmdSevSnp": "enabled"}
     if settings.root_volume_size > 0:
-        params["BlockDeviceMappings"] = [
-            {
-                "DeviceName": image.root_device_name,
-                "Ebs": {"VolumeSize": root_volume_gib(settings.root_volume_size, image)},
-            }
-        ]
+        params["BlockDeviceMappings"] = [{
+            "DeviceName": image.root_device_name,
+            "Ebs": {"VolumeSize": root_volume_gib(settings.root_volume_size, image)},
+        }]
     return params
 
 
@@ -154,7 +150,9 @@ def private_ips(instance: Mapping[str, Any]) -> tuple[IPAddress, ...]:
     ips: list[IPAddress] = []
     for value in raw:
         if not value or value == "0.0.0.0":
-            raise AddressNotReady(f"instance {instance.get('InstanceId', '?')}: address not ready")
+            raise AddressNotReady(
+                f"instance {instance.get('InstanceId', '?')}: address not ready"
+            )
         try:
             ips.append(ip_address(str(value)))
         except ValueError as exc:

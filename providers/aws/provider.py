@@ -191,13 +191,8 @@ class AwsProvider:
                 raise
 
         def on_retry(exc: Exception, attempt_no: int, delay: float) -> None:
-            log.debug(
-                "EC2 %s: %s, retry %d in %.2fs",
-                action,
-                errors.error_code(exc) or type(exc).__name__,
-                attempt_no,
-                delay,
-            )
+            log.debug("EC2 %s: %s, retry %d in %.2fs", action, errors.error_code(exc) or
+                      type(exc).__name__, attempt_no, delay)
 
         try:
             return await retry(
@@ -274,11 +269,8 @@ class AwsProvider:
         await self._ready()
         existing = await self._find_alive(sid)
         if existing is not None:
-            log.info(
-                "sandbox=%s instance=%s: reusing the instance already created for it",
-                sid,
-                existing["InstanceId"],
-            )
+            log.info("sandbox=%s instance=%s: reusing the instance already created for it",
+                     sid, existing["InstanceId"])
             return await self._finish(request, existing)
 
         instance_type = request.spec.instance_type or s.default_instance_type
@@ -287,23 +279,16 @@ class AwsProvider:
         if not s.use_launch_template:
             if request.spec.image:
                 image_id = request.spec.image
-                log.info(
-                    "sandbox=%s: Choosing %s from annotation as the AWS AMI for the PodVM image",
-                    sid,
-                    image_id,
-                )
+                log.info("sandbox=%s: Choosing %s from annotation as the AWS AMI for the PodVM "
+                         "image", sid, image_id)
             image = await self._image(image_id)
             if s.root_volume_size > 0 and not image.root_device_name:
                 raise InvalidSpec(f"AMI {image_id} has no root device name")
         params = run_instances_params(
             request, s, self._placement, image=image, instance_type=instance_type
         )
-        log.info(
-            "sandbox=%s: creating instance %s (type %s)",
-            sid,
-            request.name,
-            "from launch template" if s.use_launch_template else instance_type,
-        )
+        log.info("sandbox=%s: creating instance %s (type %s)", sid, request.name,
+                 "from launch template" if s.use_launch_template else instance_type)
         try:
             result = await self._run_instances(sid, params, instance_type, image_id)
         except ProviderUnavailable:
@@ -364,9 +349,8 @@ class AwsProvider:
         if self._settings.use_public_ip:
             address = await self._wait_public_ip(instance_id)
             ips[0] = address
-            log.info(
-                "sandbox=%s instance=%s: public IP %s", request.sandbox_id, instance_id, address
-            )
+            log.info("sandbox=%s instance=%s: public IP %s", request.sandbox_id, instance_id,
+                     address)
         return to_instance(found, public_first=False, ips=ips)
 
     async def _wait_public_ip(self, instance_id: str) -> Any:
@@ -393,12 +377,10 @@ class AwsProvider:
             await asyncio.sleep(self._poll_interval)
 
     async def _alive_for_sandbox(self, sandbox_id: str) -> list[dict[str, Any]]:
-        return await self._describe_instances(
-            Filters=[
-                {"Name": f"tag:{SANDBOX_TAG}", "Values": [sandbox_id]},
-                {"Name": "instance-state-name", "Values": list(ALIVE_STATES)},
-            ]
-        )
+        return await self._describe_instances(Filters=[
+            {"Name": f"tag:{SANDBOX_TAG}", "Values": [sandbox_id]},
+            {"Name": "instance-state-name", "Values": list(ALIVE_STATES)},
+        ])
 
     async def _find_alive(self, sandbox_id: str) -> dict[str, Any] | None:
         found = await self._alive_for_sandbox(sandbox_id)
@@ -406,14 +388,9 @@ class AwsProvider:
 
     async def delete_instance(self, instance_id: str) -> None:
         try:
-            await self._call(
-                "terminate_instances",
-                mutating=True,
-                InstanceIds=[instance_id],
-                translate=lambda exc: errors.translate(
-                    exc, action="TerminateInstances", instance_id=instance_id
-                ),
-            )
+            await self._call("terminate_instances", mutating=True, InstanceIds=[instance_id],
+                             translate=lambda exc: errors.translate(
+                                 exc, action="TerminateInstances", instance_id=instance_id))
         except InstanceNotFound:
             log.info("instance=%s: already gone", instance_id)
             return
@@ -445,36 +422,28 @@ class AwsProvider:
         filters.append({"Name": "instance-state-name", "Values": list(ALIVE_STATES)})
         found = await self._describe_instances(Filters=filters)
         public_first = self._settings.use_public_ip
-        return [
-            to_instance(item, public_first=public_first)
-            for item in found
-            if state_of(item) not in GONE_STATES
-        ]
+        return [to_instance(item, public_first=public_first) for item in found
+                if state_of(item) not in GONE_STATES]
 
     async def instance_types(self) -> InstanceTypeCatalogue:
         s = self._settings
         names = list(s.instance_types) or [s.default_instance_type]
         specs: list[InstanceTypeInfo] = []
         for start in range(0, len(names), DESCRIBE_TYPES_CHUNK):
-            chunk = names[start : start + DESCRIBE_TYPES_CHUNK]
+            chunk = names[start:start + DESCRIBE_TYPES_CHUNK]
             result = await self._call(
-                "describe_instance_types",
-                mutating=False,
-                InstanceTypes=chunk,
+                "describe_instance_types", mutating=False, InstanceTypes=chunk,
                 translate=functools.partial(_types_error, names=chunk),
             )
             for item in result.get("InstanceTypes", ()):
-                gpus = sum(
-                    int(g.get("Count", 0)) for g in (item.get("GpuInfo") or {}).get("Gpus", ())
-                )
-                specs.append(
-                    InstanceTypeInfo(
-                        name=str(item["InstanceType"]),
-                        vcpus=int(item["VCpuInfo"]["DefaultVCpus"]),
-                        memory_mib=int(item["MemoryInfo"]["SizeInMiB"]),
-                        gpus=gpus,
-                    )
-                )
+                gpus = sum(int(g.get("Count", 0)) for g in
+                           (item.get("GpuInfo") or {}).get("Gpus", ()))
+                specs.append(InstanceTypeInfo(
+                    name=str(item["InstanceType"]),
+                    vcpus=int(item["VCpuInfo"]["DefaultVCpus"]),
+                    memory_mib=int(item["MemoryInfo"]["SizeInMiB"]),
+                    gpus=gpus,
+                ))
         order = {name: index for index, name in enumerate(names)}
         specs.sort(key=lambda spec: order.get(spec.name, len(order)))
         return InstanceTypeCatalogue(
@@ -488,12 +457,10 @@ class AwsProvider:
             raise ConfigError("PODVM_AMI_ID (-imageid) is empty")
         if s.use_launch_template:
             await self._call(
-                "describe_launch_templates",
-                mutating=False,
+                "describe_launch_templates", mutating=False,
                 LaunchTemplateNames=[s.launch_template_name],
                 translate=lambda exc: _not_found_as_config(
-                    exc, f"launch template {s.launch_template_name}"
-                ),
+                    exc, f"launch template {s.launch_template_name}"),
             )
             return
         image = await self._image(s.image_id, for_config=True)
@@ -504,21 +471,14 @@ class AwsProvider:
             )
         if self._placement.subnet_id:
             subnet = self._placement.subnet_id
-            await self._call(
-                "describe_subnets",
-                mutating=False,
-                SubnetIds=[subnet],
-                translate=lambda exc: _not_found_as_config(exc, f"subnet {subnet}"),
-            )
+            await self._call("describe_subnets", mutating=False, SubnetIds=[subnet],
+                             translate=lambda exc: _not_found_as_config(exc, f"subnet {subnet}"))
         if self._placement.security_group_ids:
             groups = list(self._placement.security_group_ids)
             await self._call(
-                "describe_security_groups",
-                mutating=False,
-                GroupIds=groups,
+                "describe_security_groups", mutating=False, GroupIds=groups,
                 translate=lambda exc: _not_found_as_config(
-                    exc, f"security groups {','.join(groups)}"
-                ),
+                    exc, f"security groups {','.join(groups)}"),
             )
 
     async def aclose(self) -> None:

@@ -38,11 +38,8 @@ def build_iso(user_data: bytes, instance_name: str) -> bytes:
     try:
         for name, data in files:
             iso.add_fp(
-                io.BytesIO(data),
-                len(data),
-                _iso9660_name(name),
-                rr_name=name,
-                joliet_path=f"/{name}",
+                io.BytesIO(data), len(data), _iso9660_name(name),
+                rr_name=name, joliet_path=f"/{name}",
             )
         out = io.BytesIO()
         iso.write_fp(out)

@@ -100,7 +100,8 @@ class Connection:
                     self._conn = await asyncio.to_thread(self._opener, self.uri)
                 except libvirt.libvirtError as exc:
                     raise ProviderUnavailable(
-                        f"cannot connect to libvirt at {self.uri}: {exc.get_error_message() or exc}"
+                        f"cannot connect to libvirt at {self.uri}: "
+                        f"{exc.get_error_message() or exc}"
                     ) from exc
                 self.opened += 1
                 log.info("libvirt connection to %s opened", self.uri)

@@ -89,12 +89,7 @@ def _file_disk(
         _sub(disk, "readonly")
     if drive_unit is not None:
         _sub(
-            disk,
-            "address",
-            type="drive",
-            controller="0",
-            bus="0",
-            target="0",
+            disk, "address", type="drive", controller="0", bus="0", target="0",
             unit=str(drive_unit),
         )
 
@@ -120,7 +115,8 @@ def _memballoon(devices: ET.Element) -> None:
 def _x86_64(cfg: DomainConfig) -> ET.Element:
     if cfg.launch_security is not LaunchSecurity.NONE:
         raise InvalidSpec(
-            f"launch Security type is not supported for this domain: {cfg.launch_security.value}"
+            "launch Security type is not supported for this domain: "
+            f"{cfg.launch_security.value}"
         )
     domain = _common_head(cfg)
     _sub(domain, "memory", str(cfg.memory_mib), unit="MiB", dumpCore="on")
@@ -140,37 +136,19 @@ def _x86_64(cfg: DomainConfig) -> ET.Element:
     _sub(domain, "on_reboot", "restart")
     devices = _sub(domain, "devices")
     _file_disk(
-        devices,
-        device="disk",
-        path=cfg.boot_disk,
-        fmt="qcow2",
-        dev="sda",
-        bus="sata",
-        boot=True,
-        drive_unit=0,
+        devices, device="disk", path=cfg.boot_disk, fmt="qcow2", dev="sda", bus="sata",
+        boot=True, drive_unit=0,
     )
     if cfg.firmware:
         # images built for UEFI (mkosi) see the config drive on SATA, like upstream
         _file_disk(
-            devices,
-            device="cdrom",
-            path=cfg.cidata_disk,
-            fmt="raw",
-            dev="sdb",
-            bus="sata",
-            readonly=True,
-            drive_unit=1,
+            devices, device="cdrom", path=cfg.cidata_disk, fmt="raw", dev="sdb", bus="sata",
+            readonly=True, drive_unit=1,
         )
     else:
         _file_disk(
-            devices,
-            device="cdrom",
-            path=cfg.cidata_disk,
-            fmt="raw",
-            dev="hda",
-            bus="ide",
-            readonly=True,
-            drive_unit=0,
+            devices, device="cdrom", path=cfg.cidata_disk, fmt="raw", dev="hda", bus="ide",
+            readonly=True, drive_unit=0,
         )
     _interface(devices, cfg, iommu=False)
     _console(devices, "serial")
@@ -193,22 +171,11 @@ def _s390x(cfg: DomainConfig) -> ET.Element:
     if cfg.emulator:
         _sub(devices, "emulator", cfg.emulator)
     _file_disk(
-        devices,
-        device="disk",
-        path=cfg.boot_disk,
-        fmt="qcow2",
-        dev="vda",
-        bus="virtio",
-        iommu=True,
-        boot=True,
+        devices, device="disk", path=cfg.boot_disk, fmt="qcow2", dev="vda", bus="virtio",
+        iommu=True, boot=True,
     )
     _file_disk(
-        devices,
-        device="disk",
-        path=cfg.cidata_disk,
-        fmt="raw",
-        dev="vdb",
-        bus="virtio",
+        devices, device="disk", path=cfg.cidata_disk, fmt="raw", dev="vdb", bus="virtio",
         iommu=True,
     )
     _interface(devices, cfg, iommu=True)
@@ -234,22 +201,11 @@ def _aarch64(cfg: DomainConfig) -> ET.Element:
     if cfg.emulator:
         _sub(devices, "emulator", cfg.emulator)
     _file_disk(
-        devices,
-        device="disk",
-        path=cfg.boot_disk,
-        fmt="qcow2",
-        dev="vda",
-        bus="virtio",
-        iommu=True,
-        boot=True,
+        devices, device="disk", path=cfg.boot_disk, fmt="qcow2", dev="vda", bus="virtio",
+        iommu=True, boot=True,
     )
     _file_disk(
-        devices,
-        device="cdrom",
-        path=cfg.cidata_disk,
-        fmt="raw",
-        dev="sda",
-        bus="scsi",
+        devices, device="cdrom", path=cfg.cidata_disk, fmt="raw", dev="sda", bus="scsi",
         readonly=True,
     )
     _sub(devices, "controller", type="scsi", model="virtio-scsi")

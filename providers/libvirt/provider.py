@@ -125,11 +125,7 @@ class LibvirtProvider:
             how = "hardware virtualization" if domain_type == "kvm" else "emulation"
             log.info(
                 "libvirt host %s (%s): pod VMs use %s, domain type %s (%s)",
-                self.settings.uri,
-                arch,
-                how,
-                domain_type,
-                reason,
+                self.settings.uri, arch, how, domain_type, reason,
             )
             self._host = HostInfo(arch=arch, capabilities=caps, domain_type=domain_type)
         return self._host
@@ -215,9 +211,8 @@ class LibvirtProvider:
                     launch_security=launch_security,
                 )
             )
-            log.info(
-                "instance=%s sandbox=%s: defining and starting the domain", name, request.sandbox_id
-            )
+            log.info("instance=%s sandbox=%s: defining and starting the domain",
+                     name, request.sandbox_id)
             instance_id = await steps.run(
                 self._call(
                     lambda conn: domains.define_and_start(conn, xml),
@@ -229,19 +224,10 @@ class LibvirtProvider:
         except BaseException as exc:
             await asyncio.shield(self._release_after_failure(steps, name, exc))
             raise
-        log.info(
-            "instance=%s id=%s sandbox=%s: pod VM running, ips=%s",
-            name,
-            instance_id,
-            request.sandbox_id,
-            ",".join(map(str, ips)),
-        )
+        log.info("instance=%s id=%s sandbox=%s: pod VM running, ips=%s",
+                 name, instance_id, request.sandbox_id, ",".join(map(str, ips)))
         return Instance(
-            id=instance_id,
-            name=name,
-            ips=ips,
-            tags=tags,
-            created_at=created_at,
+            id=instance_id, name=name, ips=ips, tags=tags, created_at=created_at,
             state="running",
         )
 
@@ -267,7 +253,9 @@ class LibvirtProvider:
                 state = domains.state_name(dom)
                 return state, domains.addresses(dom) if state == "running" else ()
 
-            state, ips = await self._call(poll, f"instance={name}: reading addresses", instance_id)
+            state, ips = await self._call(
+                poll, f"instance={name}: reading addresses", instance_id
+            )
             if ips:
                 return ips
             if state != "running":
@@ -313,28 +301,15 @@ class LibvirtProvider:
             and info.state == "running"
             and info.ips
         ):
-            log.info(
-                "instance=%s id=%s sandbox=%s: reusing the running domain",
-                name,
-                info.uuid,
-                request.sandbox_id,
-            )
+            log.info("instance=%s id=%s sandbox=%s: reusing the running domain",
+                     name, info.uuid, request.sandbox_id)
             return Instance(
-                id=info.uuid,
-                name=name,
-                ips=info.ips,
-                tags=dict(info.meta.tags),
-                created_at=info.created_at,
-                state=info.state,
+                id=info.uuid, name=name, ips=info.ips, tags=dict(info.meta.tags),
+                created_at=info.created_at, state=info.state,
             )
         if info is not None:
-            log.info(
-                "instance=%s id=%s: replacing a leftover domain (sandbox=%s, state=%s)",
-                name,
-                info.uuid,
-                info.meta.sandbox_id if info.meta else "",
-                info.state,
-            )
+            log.info("instance=%s id=%s: replacing a leftover domain (sandbox=%s, state=%s)",
+                     name, info.uuid, info.meta.sandbox_id if info.meta else "", info.state)
         await self._call(
             lambda conn: self._remove_by_name(conn, name),
             f"instance={name}: removing leftovers",
@@ -401,12 +376,9 @@ class LibvirtProvider:
         infos = await self._call(collect, "listing domains")
         return [
             Instance(
-                id=info.uuid,
-                name=info.name,
-                ips=info.ips,
+                id=info.uuid, name=info.name, ips=info.ips,
                 tags=dict(info.meta.tags) if info.meta else {},
-                created_at=info.created_at,
-                state=info.state,
+                created_at=info.created_at, state=info.state,
             )
             for info in sorted(infos, key=lambda i: i.name)
         ]

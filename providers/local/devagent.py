@@ -56,10 +56,8 @@ class _Container:
 def _method_types() -> dict[str, tuple[type[Message], type[Message]]]:
     service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
     return {
-        m.name: (
-            message_factory.GetMessageClass(m.input_type),
-            message_factory.GetMessageClass(m.output_type),
-        )
+        m.name: (message_factory.GetMessageClass(m.input_type),
+                 message_factory.GetMessageClass(m.output_type))
         for m in service.methods
     }
 
@@ -82,17 +80,11 @@ class DevAgent:
 
     def register(self, server: Server) -> None:
         server.register_raw(AGENT_SERVICE, self._agent_call)
-        server.register_service(
-            HEALTH_SERVICE,
-            {
-                "Check": Method(
-                    self._check, health_pb2.CheckRequest, health_pb2.HealthCheckResponse
-                ),
-                "Version": Method(
-                    self._version, health_pb2.CheckRequest, health_pb2.VersionCheckResponse
-                ),
-            },
-        )
+        server.register_service(HEALTH_SERVICE, {
+            "Check": Method(self._check, health_pb2.CheckRequest, health_pb2.HealthCheckResponse),
+            "Version": Method(self._version, health_pb2.CheckRequest,
+                              health_pb2.VersionCheckResponse),
+        })
 
     async def _check(self, request: Any, ctx: CallContext) -> Any:
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
@@ -194,11 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, help="unix socket to serve on")
     parser.add_argument("--record", help="append every agent call as a JSON line here")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
     record: IO[str] | None = None
     if args.record:
         Path(args.record).parent.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,7 @@ def read_record(paths: VmPaths) -> VmRecord | None:
         return None
 
 
+
 async def poll_until(done: Callable[[], bool], timeout: float) -> bool:
     """Call ``done`` every few milliseconds until it is true (True) or ``timeout`` passes."""
     loop = asyncio.get_running_loop()

@@ -21,12 +21,8 @@ from providers.local.layout import host_veth, pod_netns, vm_netns
 log = logging.getLogger(__name__)
 
 VM_INTERFACE = "eth0"
-_MISSING = (
-    "Cannot find device",
-    "No such file or directory",
-    "does not exist",
-    "Cannot open network namespace",
-)
+_MISSING = ("Cannot find device", "No such file or directory", "does not exist",
+            "Cannot open network namespace")
 
 
 class IpCommandError(ProviderError):
@@ -44,9 +40,7 @@ async def ip(*args: str) -> str:
     argv = ("ip", *args)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
         )
     except OSError as exc:
@@ -82,17 +76,15 @@ async def ensure_bridge(bridge: str, gateway: IPv4Address, subnet: IPv4Network) 
 
 
 async def create_vm_network(
-    instance_id: str,
-    bridge: str,
-    address: IPv4Address,
-    gateway: IPv4Address,
+    instance_id: str, bridge: str, address: IPv4Address, gateway: IPv4Address,
     subnet: IPv4Network,
 ) -> None:
     """The VM's namespace, its veth to the bridge, address, default route; the pod netns."""
     vm, veth = vm_netns(instance_id), host_veth(instance_id)
     await ip("netns", "add", vm)
     await ip("-n", vm, "link", "set", "dev", "lo", "up")
-    await ip("link", "add", "name", veth, "type", "veth", "peer", "name", VM_INTERFACE, "netns", vm)
+    await ip("link", "add", "name", veth, "type", "veth", "peer", "name", VM_INTERFACE,
+             "netns", vm)
     await ip("link", "set", "dev", veth, "master", bridge, "up")
     await ip("-n", vm, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", VM_INTERFACE)
     await ip("-n", vm, "link", "set", "dev", VM_INTERFACE, "up")

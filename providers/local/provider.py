@@ -67,7 +67,7 @@ def _process_start(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = stat[stat.rindex(")") + 2:].split()
     if fields[0] == "Z":
         return None
     return int(fields[19])
@@ -93,13 +93,11 @@ class LocalProvider:
         self._subnet = _parse_subnet(settings.subnet, "LOCAL_SUBNET")
         self._loopback = _parse_subnet(settings.loopback_subnet, "LOCAL_LOOPBACK_SUBNET")
         if not self._loopback.is_loopback:
-            raise ConfigError(
-                f"LOCAL_LOOPBACK_SUBNET: {settings.loopback_subnet!r} is not inside 127.0.0.0/8"
-            )
+            raise ConfigError(f"LOCAL_LOOPBACK_SUBNET: {settings.loopback_subnet!r} "
+                              "is not inside 127.0.0.0/8")
         if settings.netns not in NETNS_MODES:
-            raise ConfigError(
-                f"LOCAL_NETNS: {settings.netns!r} is not one of {', '.join(NETNS_MODES)}"
-            )
+            raise ConfigError(f"LOCAL_NETNS: {settings.netns!r} is not one of "
+                              f"{', '.join(NETNS_MODES)}")
         self._lock = asyncio.Lock()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._use_netns: bool | None = None
@@ -138,10 +136,8 @@ class LocalProvider:
         await asyncio.to_thread(self._verify_config)
 
     def _verify_config(self) -> None:
-        for what, path in (
-            ("process-user-data", self.process_user_data),
-            ("agent-protocol-forwarder", self.forwarder),
-        ):
+        for what, path in (("process-user-data", self.process_user_data),
+                           ("agent-protocol-forwarder", self.forwarder)):
             if not os.access(path, os.X_OK) or not os.path.isfile(path):
                 raise ConfigError(f"{what} executable not found at {path}")
         if self._settings.agent_command:
@@ -153,9 +149,8 @@ class LocalProvider:
                 raise ConfigError(f"LOCAL_AGENT_COMMAND: cannot find {argv[:1] or 'a command'}")
         probe = VmPaths(self._state / ("0" * 10)).agent_socket
         if len(str(probe).encode()) > UNIX_PATH_MAX:
-            raise ConfigError(
-                f"LOCAL_STATE_DIR {self._state} is too long for the pod VMs' unix sockets ({probe})"
-            )
+            raise ConfigError(f"LOCAL_STATE_DIR {self._state} is too long for the pod VMs' "
+                              f"unix sockets ({probe})")
         if self._settings.netns == "on":
             if os.geteuid() != 0:
                 raise ConfigError("LOCAL_NETNS=on needs root")
@@ -188,9 +183,8 @@ class LocalProvider:
                 gateway = self._gateway()
                 async with self._lock:
                     await netns.ensure_bridge(self._settings.bridge, gateway, self._subnet)
-                await netns.create_vm_network(
-                    record.id, self._settings.bridge, address, gateway, self._subnet
-                )
+                await netns.create_vm_network(record.id, self._settings.bridge, address,
+                                              gateway, self._subnet)
             proc = await self._start(record, paths, use_netns)
             record = dataclasses.replace(record, pid=proc.pid, pid_start=_process_start(proc.pid))
             write_record(paths, record)
@@ -199,14 +193,9 @@ class LocalProvider:
             if isinstance(exc, OSError):
                 raise ProviderError(f"creating local pod VM {request.name}: {exc}") from exc
             raise
-        log.info(
-            "instance=%s name=%s sandbox=%s: local pod VM started at %s (%s)",
-            record.id,
-            record.name,
-            request.sandbox_id,
-            record.address,
-            f"netns {vm_netns(record.id)}" if use_netns else "loopback",
-        )
+        log.info("instance=%s name=%s sandbox=%s: local pod VM started at %s (%s)", record.id,
+                 record.name, request.sandbox_id, record.address,
+                 f"netns {vm_netns(record.id)}" if use_netns else "loopback")
         return self._instance(record, "running")
 
     def _gateway(self) -> IPv4Address:
@@ -234,13 +223,8 @@ class LocalProvider:
             raise ProviderError("cannot find a free instance id")
         tags = dict(request.tags)
         record = VmRecord(
-            id=instance_id,
-            name=request.name,
-            address=address,
-            netns=use_netns,
-            created_at=datetime.now(UTC),
-            tags=tags,
-            sandbox_id=request.sandbox_id,
+            id=instance_id, name=request.name, address=address, netns=use_netns,
+            created_at=datetime.now(UTC), tags=tags, sandbox_id=request.sandbox_id,
         )
         try:
             write_record(paths, record)
@@ -254,35 +238,22 @@ class LocalProvider:
     ) -> asyncio.subprocess.Process:
         listen_host = "0.0.0.0" if use_netns else record.address
         argv = [
-            sys.executable,
-            "-m",
-            "providers.local.vm",
-            "--dir",
-            str(paths.root),
-            "--id",
-            record.id,
-            "--listen",
-            f"{listen_host}:{self._settings.forwarder_port}",
-            "--pod-netns",
-            f"/run/netns/{pod_netns(record.id)}",
-            "--process-user-data",
-            self.process_user_data,
-            "--forwarder",
-            self.forwarder,
-            "--agent-command",
-            self._settings.agent_command,
+            sys.executable, "-m", "providers.local.vm",
+            "--dir", str(paths.root),
+            "--id", record.id,
+            "--listen", f"{listen_host}:{self._settings.forwarder_port}",
+            "--pod-netns", f"/run/netns/{pod_netns(record.id)}",
+            "--process-user-data", self.process_user_data,
+            "--forwarder", self.forwarder,
+            "--agent-command", self._settings.agent_command,
         ]
         if use_netns:
             argv = ["ip", "netns", "exec", vm_netns(record.id), *argv]
         log_fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                cwd=paths.root,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=paths.root,
             )
         finally:
             os.close(log_fd)
@@ -331,9 +302,8 @@ class LocalProvider:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
         if not await poll_until(lambda: not _group_exists(pgid), STOP_GRACE):
-            log.warning(
-                "instance=%s: pod VM did not stop in %gs, killing it", instance_id, STOP_GRACE
-            )
+            log.warning("instance=%s: pod VM did not stop in %gs, killing it", instance_id,
+                        STOP_GRACE)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
 
@@ -356,20 +326,13 @@ class LocalProvider:
         proc = self._procs.get(record.id)
         if proc is not None:
             return proc.returncode is None
-        return (
-            record.pid is not None
-            and record.pid_start is not None
-            and _process_start(record.pid) == record.pid_start
-        )
+        return record.pid is not None and record.pid_start is not None and \
+            _process_start(record.pid) == record.pid_start
 
     def _instance(self, record: VmRecord, state: str) -> Instance:
         return Instance(
-            id=record.id,
-            name=record.name,
-            ips=(IPv4Address(record.address),),
-            tags=dict(record.tags),
-            created_at=record.created_at,
-            state=state,
+            id=record.id, name=record.name, ips=(IPv4Address(record.address),),
+            tags=dict(record.tags), created_at=record.created_at, state=state,
         )
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:

@@ -32,59 +32,43 @@ class LocalSettings:
     TITLE: ClassVar[str] = "local provider"
 
     agent_command: str = setting(
-        env="LOCAL_AGENT_COMMAND",
-        flag="local-agent-command",
-        default="",
+        env="LOCAL_AGENT_COMMAND", flag="local-agent-command", default="",
         help="command line started in each pod VM before the forwarder; {socket} is replaced "
         "by the VM's agent socket path (also in $KATA_AGENT_SOCKET); empty = the project's "
         "development stand-in for kata-agent",
     )
     subnet: str = setting(
-        env="LOCAL_SUBNET",
-        flag="local-subnet",
-        default=DEFAULT_SUBNET,
+        env="LOCAL_SUBNET", flag="local-subnet", default=DEFAULT_SUBNET,
         help="private IPv4 range of the pod VMs, present only on the provider's bridge",
     )
     loopback_subnet: str = setting(
-        env="LOCAL_LOOPBACK_SUBNET",
-        flag="local-loopback-subnet",
+        env="LOCAL_LOOPBACK_SUBNET", flag="local-loopback-subnet",
         default=DEFAULT_LOOPBACK_SUBNET,
         help="loopback range of the pod VMs when network namespaces are not used",
     )
     bridge: str = setting(
-        env="LOCAL_BRIDGE",
-        flag="local-bridge",
-        default=DEFAULT_BRIDGE,
+        env="LOCAL_BRIDGE", flag="local-bridge", default=DEFAULT_BRIDGE,
         help="bridge the pod VMs' veth pairs attach to (created on first use)",
     )
     state_dir: str = setting(
-        env="LOCAL_STATE_DIR",
-        flag="local-state-dir",
-        default=DEFAULT_STATE_DIR,
+        env="LOCAL_STATE_DIR", flag="local-state-dir", default=DEFAULT_STATE_DIR,
         help="directory holding one subdirectory per pod VM",
     )
     netns: str = setting(
-        env="LOCAL_NETNS",
-        flag="local-netns",
-        default="auto",
+        env="LOCAL_NETNS", flag="local-netns", default="auto",
         help="run each pod VM in its own network namespace: auto (when root), on, off",
     )
     forwarder_port: int = setting(
-        env="LOCAL_FORWARDER_PORT",
-        flag="local-forwarder-port",
+        env="LOCAL_FORWARDER_PORT", flag="local-forwarder-port",
         default=DEFAULT_FORWARDER_PORT,
         help="port agent-protocol-forwarder listens on in each pod VM (the adaptor's "
         "FORWARDER_PORT)",
     )
     process_user_data: str = setting(
-        env="LOCAL_PROCESS_USER_DATA",
-        flag="local-process-user-data",
-        default="",
+        env="LOCAL_PROCESS_USER_DATA", flag="local-process-user-data", default="",
         help="process-user-data executable (empty = next to the Python interpreter)",
     )
     forwarder: str = setting(
-        env="LOCAL_FORWARDER",
-        flag="local-forwarder",
-        default="",
+        env="LOCAL_FORWARDER", flag="local-forwarder", default="",
         help="agent-protocol-forwarder executable (empty = next to the Python interpreter)",
     )

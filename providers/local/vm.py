@@ -57,47 +57,30 @@ def agent_argv(config: VmConfig, python: str = sys.executable) -> list[str]:
     """The agent's command line, ``{socket}`` replaced by the VM's agent socket path."""
     socket_path = str(config.paths.agent_socket)
     if not config.agent_command.strip():
-        return [
-            python,
-            "-m",
-            "providers.local.devagent",
-            "--socket",
-            socket_path,
-            "--record",
-            str(config.paths.agent_calls),
-        ]
+        return [python, "-m", "providers.local.devagent", "--socket", socket_path,
+                "--record", str(config.paths.agent_calls)]
     return [arg.replace("{socket}", socket_path) for arg in shlex.split(config.agent_command)]
 
 
 def provision_argv(config: VmConfig) -> list[str]:
     paths = config.paths
     return [
-        config.process_user_data,
-        "provision-files",
-        "--peerpod-dir",
-        str(paths.peerpod_dir),
-        "--cidata-dir",
-        str(paths.cidata),
-        "--dmi-dir",
-        str(paths.root / "dmi"),  # absent: no cloud to detect
-        "--tpm-device",
-        "",  # no TPM: PCR 8 is not extended
-        "-t",
-        str(USER_DATA_FETCH_TIMEOUT),
+        config.process_user_data, "provision-files",
+        "--peerpod-dir", str(paths.peerpod_dir),
+        "--cidata-dir", str(paths.cidata),
+        "--dmi-dir", str(paths.root / "dmi"),  # absent: no cloud to detect
+        "--tpm-device", "",  # no TPM: PCR 8 is not extended
+        "-t", str(USER_DATA_FETCH_TIMEOUT),
     ]
 
 
 def forwarder_argv(config: VmConfig) -> list[str]:
     return [
         config.forwarder,
-        "-config",
-        str(config.paths.apf_json),
-        "-listen",
-        config.listen,
-        "-kata-agent-socket",
-        str(config.paths.agent_socket),
-        "-pod-namespace",
-        config.pod_netns,
+        "-config", str(config.paths.apf_json),
+        "-listen", config.listen,
+        "-kata-agent-socket", str(config.paths.agent_socket),
+        "-pod-namespace", config.pod_netns,
     ]
 
 
@@ -126,22 +109,17 @@ class VmSupervisor:
         try:
             if not await self._provision():
                 return 1
-            env = child_environ(
-                self._environ, KATA_AGENT_SOCKET=str(self._config.paths.agent_socket)
-            )
+            env = child_environ(self._environ, KATA_AGENT_SOCKET=str(
+                self._config.paths.agent_socket))
             async with asyncio.TaskGroup() as group:
                 agent_ready = asyncio.Event()
-                group.create_task(
-                    self._keep(
-                        "agent", agent_argv(self._config), env, ready=agent_ready, wait_socket=True
-                    )
-                )
+                group.create_task(self._keep("agent", agent_argv(self._config), env,
+                                             ready=agent_ready, wait_socket=True))
                 await _first(agent_ready.wait(), self._stop.wait())
                 if not self._stop.is_set():
                     fwd_env = child_environ(self._environ, **self._open_notify())
-                    group.create_task(
-                        self._keep("forwarder", forwarder_argv(self._config), fwd_env)
-                    )
+                    group.create_task(self._keep("forwarder", forwarder_argv(self._config),
+                                                 fwd_env))
             return 0
         finally:
             self._close_notify()
@@ -159,7 +137,8 @@ class VmSupervisor:
                 code = await _first(proc.wait(), self._stop.wait())
         except TimeoutError:
             code = None
-            log.error("vm=%s: process-user-data did not finish in %gs", self._vm, PROVISION_TIMEOUT)
+            log.error("vm=%s: process-user-data did not finish in %gs", self._vm,
+                      PROVISION_TIMEOUT)
         if proc.returncode is None:
             await _terminate(proc)
             return False
@@ -169,13 +148,8 @@ class VmSupervisor:
         return True
 
     async def _keep(
-        self,
-        what: str,
-        argv: list[str],
-        env: dict[str, str],
-        *,
-        ready: asyncio.Event | None = None,
-        wait_socket: bool = False,
+        self, what: str, argv: list[str], env: dict[str, str], *,
+        ready: asyncio.Event | None = None, wait_socket: bool = False,
     ) -> None:
         """Run ``argv`` until stopped; restart it after a failure exit, like systemd."""
         socket_path = self._config.paths.agent_socket
@@ -200,13 +174,8 @@ class VmSupervisor:
             if code == 0:
                 log.info("vm=%s: %s exited", self._vm, what)
                 return
-            log.error(
-                "vm=%s: %s exited with status %s; restarting in %gs",
-                self._vm,
-                what,
-                code,
-                RESTART_DELAY,
-            )
+            log.error("vm=%s: %s exited with status %s; restarting in %gs", self._vm, what,
+                      code, RESTART_DELAY)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESTART_DELAY):
                     await self._stop.wait()
@@ -225,9 +194,8 @@ class VmSupervisor:
             log.info("vm=%s: agent socket %s is up", self._vm, path)
             ready.set()
         elif proc.returncode is None and not self._stop.is_set():
-            log.error(
-                "vm=%s: agent socket %s did not appear in %gs", self._vm, path, AGENT_SOCKET_TIMEOUT
-            )
+            log.error("vm=%s: agent socket %s did not appear in %gs", self._vm, path,
+                      AGENT_SOCKET_TIMEOUT)
 
     def _open_notify(self) -> dict[str, str]:
         """A private sd_notify socket for the forwarder, so its READY=1 reaches the log."""
@@ -239,7 +207,8 @@ class VmSupervisor:
             sock.bind(str(path))
         except OSError as exc:
             sock.close()
-            log.warning("vm=%s: no notify socket (%s); readiness will not be logged", self._vm, exc)
+            log.warning("vm=%s: no notify socket (%s); readiness will not be logged",
+                        self._vm, exc)
             return {}
         sock.setblocking(False)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read_notify, sock)
@@ -318,8 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_command=args.agent_command,
     )
     logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
+        level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
     )
     return asyncio.run(VmSupervisor(config, os.environ).run())

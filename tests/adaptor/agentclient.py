@@ -24,12 +24,8 @@ class ReconnectingAgentClient:
                             self.reconnects += 1
                         self.client = await Client.connect_unix(self.socket_path)
                     response = await self.client.call(
-                        "grpc.Health",
-                        "Check",
-                        health_pb2.CheckRequest(),
-                        health_pb2.HealthCheckResponse,
-                        timeout=5,
-                    )
+                        "grpc.Health", "Check", health_pb2.CheckRequest(),
+                        health_pb2.HealthCheckResponse, timeout=5)
                     return int(response.status)
                 except (OSError, ConnectionClosed):
                     if self.client is not None:

@@ -27,13 +27,8 @@ class AdaptorProcess:
     _count = 0
 
     def __init__(
-        self,
-        root: str,
-        cloud_url: str,
-        forwarder_port: int,
-        *,
-        node: str = "node-1",
-        env: dict[str, str] | None = None,
+        self, root: str, cloud_url: str, forwarder_port: int, *,
+        node: str = "node-1", env: dict[str, str] | None = None,
     ) -> None:
         AdaptorProcess._count += 1
         self.name = f"adaptor-{AdaptorProcess._count}"
@@ -69,14 +64,8 @@ class AdaptorProcess:
     async def start(self, *, wait: bool = True) -> None:
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - tiny, test setup
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tests.fakes.run_adaptor",
-                "fakecloud",
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=log,
+                sys.executable, "-m", "tests.fakes.run_adaptor", "fakecloud",
+                cwd=REPO, env=self.env, stdout=log, stderr=log,
             )
         if wait:
             await self.wait_started()

@@ -11,15 +11,8 @@ HV = "hypervisor.Hypervisor"
 POD_NAME = "io.kubernetes.cri.sandbox-name"
 POD_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
 HV_PREFIX = "io.katacontainers.config.hypervisor."
-SHIM_KEYS = (
-    "machine_type",
-    "image",
-    "default_vcpus",
-    "default_memory",
-    "cc_init_data",
-    "default_gpus",
-    "default_gpu_model",
-)
+SHIM_KEYS = ("machine_type", "image", "default_vcpus", "default_memory", "cc_init_data",
+             "default_gpus", "default_gpu_model")
 
 
 def shim_annotations(pod: str = "web", namespace: str = "default", **hv: str) -> dict[str, str]:
@@ -39,9 +32,7 @@ class Shim:
         self.socket_path = socket_path
 
     async def create_vm(
-        self,
-        sid: str,
-        annotations: Mapping[str, str] | None = None,
+        self, sid: str, annotations: Mapping[str, str] | None = None,
         netns: str = "/var/run/netns/cni-test",
     ) -> str:
         request = hypervisor_pb2.CreateVMRequest(
@@ -50,40 +41,24 @@ class Shim:
             networkNamespacePath=netns,
         )
         async with await Client.connect_unix(self.socket_path) as client:
-            response = await client.call(
-                HV, "CreateVM", request, hypervisor_pb2.CreateVMResponse, timeout=30
-            )
+            response = await client.call(HV, "CreateVM", request,
+                                         hypervisor_pb2.CreateVMResponse, timeout=30)
         return response.agentSocketPath
 
     async def start_vm(self, sid: str, timeout: float | None = 600) -> None:
         async with await Client.connect_unix(self.socket_path) as client:
-            await client.call(
-                HV,
-                "StartVM",
-                hypervisor_pb2.StartVMRequest(id=sid),
-                hypervisor_pb2.StartVMResponse,
-                timeout=timeout,
-            )
+            await client.call(HV, "StartVM", hypervisor_pb2.StartVMRequest(id=sid),
+                              hypervisor_pb2.StartVMResponse, timeout=timeout)
 
     async def stop_vm(self, sid: str) -> None:
         async with await Client.connect_unix(self.socket_path) as client:
-            await client.call(
-                HV,
-                "StopVM",
-                hypervisor_pb2.StopVMRequest(id=sid),
-                hypervisor_pb2.StopVMResponse,
-                timeout=60,
-            )
+            await client.call(HV, "StopVM", hypervisor_pb2.StopVMRequest(id=sid),
+                              hypervisor_pb2.StopVMResponse, timeout=60)
 
     async def version(self) -> str:
         async with await Client.connect_unix(self.socket_path) as client:
-            response = await client.call(
-                HV,
-                "Version",
-                hypervisor_pb2.VersionRequest(),
-                hypervisor_pb2.VersionResponse,
-                timeout=5,
-            )
+            response = await client.call(HV, "Version", hypervisor_pb2.VersionRequest(),
+                                         hypervisor_pb2.VersionResponse, timeout=5)
         return response.version
 
     async def get_info(
@@ -91,11 +66,6 @@ class Shim:
     ) -> str:
         request = podvminfo_pb2.GetInfoRequest(PodName=pod, PodNamespace=namespace, Wait=wait)
         async with await Client.connect_unix(self.socket_path) as client:
-            response = await client.call(
-                "podvminfo.PodVMInfo",
-                "GetInfo",
-                request,
-                podvminfo_pb2.GetInfoResponse,
-                timeout=timeout,
-            )
+            response = await client.call("podvminfo.PodVMInfo", "GetInfo", request,
+                                         podvminfo_pb2.GetInfoResponse, timeout=timeout)
         return response.VMID

@@ -28,28 +28,16 @@ async def test_create_vm_validation(
 ) -> None:
     cases: list[tuple[str, dict[str, str], str]] = [
         ("", shim_annotations(), "empty sandbox id"),
-        (
-            "sb-1",
-            {**shim_annotations(), POD_NAME: ""},
-            "pod name io.kubernetes.cri.sandbox-name is missing in annotations",
-        ),
-        (
-            "sb-2",
-            {k: v for k, v in shim_annotations().items() if k != POD_NAMESPACE},
-            "pod namespace io.kubernetes.cri.sandbox-namespace is missing in annotations",
-        ),
-        (
-            "sb-3",
-            shim_annotations(default_vcpus="two"),
-            "annotation io.katacontainers.config.hypervisor.default_vcpus: 'two' is not a valid "
-            "vCPU count (expected a non-negative decimal integer)",
-        ),
-        (
-            "sb-4",
-            shim_annotations(default_memory="-5"),
-            "annotation io.katacontainers.config.hypervisor.default_memory: '-5' is not a valid "
-            "memory size in MiB (expected a non-negative decimal integer)",
-        ),
+        ("sb-1", {**shim_annotations(), POD_NAME: ""},
+         "pod name io.kubernetes.cri.sandbox-name is missing in annotations"),
+        ("sb-2", {k: v for k, v in shim_annotations().items() if k != POD_NAMESPACE},
+         "pod namespace io.kubernetes.cri.sandbox-namespace is missing in annotations"),
+        ("sb-3", shim_annotations(default_vcpus="two"),
+         "annotation io.katacontainers.config.hypervisor.default_vcpus: 'two' is not a valid "
+         "vCPU count (expected a non-negative decimal integer)"),
+        ("sb-4", shim_annotations(default_memory="-5"),
+         "annotation io.katacontainers.config.hypervisor.default_memory: '-5' is not a valid "
+         "memory size in MiB (expected a non-negative decimal integer)"),
         ("sb-5", shim_annotations(cc_init_data="this is [not toml"), "invalid initdata"),
     ]
     for sid, request_annotations, message in cases:
@@ -75,15 +63,14 @@ async def test_duplicate_create_vm(daemon: Daemon, cloud: FakeCloud, shim: Shim)
 async def test_unknown_sandbox(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> None:
     exc = await expect_error(shim.start_vm("nope"))
     assert (exc.code, exc.message) == (
-        Code.NOT_FOUND,
-        "getting sandbox: sandbox nope does not exist",
-    )
+        Code.NOT_FOUND, "getting sandbox: sandbox nope does not exist")
     await shim.stop_vm("nope")  # idempotent: logged, succeeds
     await still_serving(shim, cloud, "sb-after")
 
 
 async def test_cri_o_sandbox_name(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> None:
-    annotations = {**shim_annotations(), POD_NAME: "k8s_nginx_team-a_0d7c-uid_0", POD_NAMESPACE: ""}
+    annotations = {**shim_annotations(), POD_NAME: "k8s_nginx_team-a_0d7c-uid_0",
+                   POD_NAMESPACE: ""}
     await shim.create_vm("abcdef0123456789", annotations)
     await shim.start_vm("abcdef0123456789")
     request = cloud.provider.requests[cloud.provider.created[0]]
@@ -103,24 +90,22 @@ CATALOGUE = InstanceTypeCatalogue(
 )
 
 
-async def test_instance_type_selection_errors(short_dir: str, network: FakeWorkerNetwork) -> None:
+async def test_instance_type_selection_errors(
+    short_dir: str, network: FakeWorkerNetwork
+) -> None:
     cloud = FakeCloud(short_dir, catalogue=CATALOGUE)
     settings = make_settings(short_dir, cloud.port)
     async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY):
         shim = Shim(settings.socket)
         exc = await expect_error(shim.create_vm("sb-t1", shim_annotations(machine_type="m5.24x")))
         assert exc.code == Code.INVALID_ARGUMENT
-        assert exc.message == (
-            "failed to verify instance type: requested instance type "
-            '("m5.24x") is not part of supported instance types list'
-        )
-        exc = await expect_error(
-            shim.create_vm("sb-t2", shim_annotations(default_vcpus="2", default_memory="18432"))
-        )
+        assert exc.message == ('failed to verify instance type: requested instance type '
+                               '("m5.24x") is not part of supported instance types list')
+        exc = await expect_error(shim.create_vm(
+            "sb-t2", shim_annotations(default_vcpus="2", default_memory="18432")))
         assert exc.message == (
             "failed to get instance type based on vCPU and memory annotations: no instance "
-            "type found for the given vcpus (2) and memory (18432)"
-        )
+            "type found for the given vcpus (2) and memory (18432)")
         # Best fits, then the default.
         for sid, hv, expected in [
             ("sb-t3", {"default_vcpus": "2", "default_memory": "4096"}, "t3.large"),
@@ -146,8 +131,7 @@ async def test_image_override_is_logged(
     assert any("Choosing ami-0123" in r.getMessage() for r in caplog.records)
     assert any(
         r.getMessage() == "create a sandbox sb-img for pod web in namespace default "
-        "(netns: /var/run/netns/cni-test)"
-        for r in caplog.records
+        "(netns: /var/run/netns/cni-test)" for r in caplog.records
     )
     await shim.stop_vm("sb-img")
 

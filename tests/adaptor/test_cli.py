@@ -41,15 +41,9 @@ def test_defaults_are_upstreams() -> None:
 
 
 def test_env_then_flag() -> None:
-    env = {
-        "FORWARDER_PORT": "16000",
-        "PROXY_TIMEOUT": "90s",
-        "TLS_SKIP_VERIFY": "TRUE",
-        "ENABLE_SCRATCH_SPACE": "yes",
-        "TLS_CIPHER_SUITES": "A,B",
-        "REMOTE_HYPERVISOR_ENDPOINT": "/tmp/x.sock",
-        "FAKE_INSTANCE_TYPE": "big",
-    }
+    env = {"FORWARDER_PORT": "16000", "PROXY_TIMEOUT": "90s", "TLS_SKIP_VERIFY": "TRUE",
+           "ENABLE_SCRATCH_SPACE": "yes", "TLS_CIPHER_SUITES": "A,B",
+           "REMOTE_HYPERVISOR_ENDPOINT": "/tmp/x.sock", "FAKE_INSTANCE_TYPE": "big"}
     command = run_command(["fake"], env)
     s = command.settings
     assert s.forwarder_port == 16000
@@ -59,19 +53,9 @@ def test_env_then_flag() -> None:
     assert s.tls_cipher_suites == ("A", "B")
     assert s.socket == "/tmp/x.sock"
     assert command.provider_settings.instance_type == "big"
-    s2 = run_command(
-        [
-            "fake",
-            "-forwarder-port",
-            "17000",
-            "--proxy-timeout=1h30m",
-            "-disable-tls",
-            "-socket=/tmp/y.sock",
-            "-fake-instance-type",
-            "tiny",
-        ],
-        env,
-    )
+    s2 = run_command(["fake", "-forwarder-port", "17000", "--proxy-timeout=1h30m",
+                      "-disable-tls", "-socket=/tmp/y.sock", "-fake-instance-type", "tiny"],
+                     env)
     assert s2.settings.forwarder_port == 17000
     assert s2.settings.proxy_timeout == timedelta(hours=1, minutes=30)
     assert s2.settings.disable_tls is True
@@ -94,17 +78,9 @@ def test_cloud_provider_env_and_errors() -> None:
 def test_help_lists_common_and_provider_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fake", "--help"], {}, loader=loader) == 0
     out = capsys.readouterr().out
-    for text in (
-        "-socket",
-        "REMOTE_HYPERVISOR_ENDPOINT",
-        "-forwarder-port",
-        "PROXY_TIMEOUT",
-        "default 5m",
-        "-disable-tls",
-        "-vxlan-min-id",
-        "FAKE_INSTANCE_TYPE",
-        "-fake-verify-error",
-    ):
+    for text in ("-socket", "REMOTE_HYPERVISOR_ENDPOINT", "-forwarder-port", "PROXY_TIMEOUT",
+                 "default 5m", "-disable-tls", "-vxlan-min-id", "FAKE_INSTANCE_TYPE",
+                 "-fake-verify-error"):
         assert text in out, text
     assert main(["fake", "-help"], {}, loader=loader) == 0
     assert main(["help"], {}, loader=loader) == 0
@@ -128,12 +104,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_failed_config_verification_exits_nonzero(
     tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {
-        "FAKE_VERIFY_ERROR": "subnet subnet-123 does not exist",
-        "LOG_FORMAT": "json",
-        "FAKE_API_KEY": "s3cr3t-value",
-        "TUNNEL_TYPE": "none",
-    }
+    env = {"FAKE_VERIFY_ERROR": "subnet subnet-123 does not exist", "LOG_FORMAT": "json",
+           "FAKE_API_KEY": "s3cr3t-value", "TUNNEL_TYPE": "none"}
     sock = f"{tmp_path}/hv.sock"
     assert main(["fake", "-cloud-config-verify", "-socket", sock], env, loader=loader) == 1
     err = capsys.readouterr().err
@@ -145,10 +117,8 @@ def test_failed_config_verification_exits_nonzero(
 
 
 def test_bad_tls_profile_is_a_startup_error(capsys: pytest.CaptureFixture[str]) -> None:
-    env = {
-        "TLS_MIN_VERSION": "VersionTLS13",
-        "TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    }
+    env = {"TLS_MIN_VERSION": "VersionTLS13",
+           "TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}
     assert main(["fake"], env, loader=loader) == 1
     assert "cipherSuites may not be specified" in capsys.readouterr().err
 

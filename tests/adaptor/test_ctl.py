@@ -46,39 +46,28 @@ class FakeAdaptor:
     agents: dict[str, Server] = field(default_factory=dict)
 
     def register(self, server: Server) -> None:
-        server.register_service(
-            "hypervisor.Hypervisor",
-            {
-                "CreateVM": Method(
-                    self.create, hypervisor_pb2.CreateVMRequest, hypervisor_pb2.CreateVMResponse
-                ),
-                "StartVM": Method(
-                    self.start, hypervisor_pb2.StartVMRequest, hypervisor_pb2.StartVMResponse
-                ),
-                "StopVM": Method(
-                    self.stop, hypervisor_pb2.StopVMRequest, hypervisor_pb2.StopVMResponse
-                ),
-                "Version": Method(
-                    self.version, hypervisor_pb2.VersionRequest, hypervisor_pb2.VersionResponse
-                ),
-            },
-        )
+        server.register_service("hypervisor.Hypervisor", {
+            "CreateVM": Method(self.create, hypervisor_pb2.CreateVMRequest,
+                               hypervisor_pb2.CreateVMResponse),
+            "StartVM": Method(self.start, hypervisor_pb2.StartVMRequest,
+                              hypervisor_pb2.StartVMResponse),
+            "StopVM": Method(self.stop, hypervisor_pb2.StopVMRequest,
+                             hypervisor_pb2.StopVMResponse),
+            "Version": Method(self.version, hypervisor_pb2.VersionRequest,
+                              hypervisor_pb2.VersionResponse),
+        })
 
     async def create(self, req: Any, ctx: CallContext) -> Any:
         self.calls.append(("CreateVM", req))
         pod_dir = self.pods_dir / req.id
         pod_dir.mkdir(parents=True)
-        (pod_dir / "apf.json").write_text(
-            json.dumps(
-                {
-                    "pod-network": {"tunnel-type": "none", "podip": "10.244.0.9/24"},
-                    "pod-namespace": req.annotations["io.kubernetes.cri.sandbox-namespace"],
-                    "pod-name": req.annotations["io.kubernetes.cri.sandbox-name"],
-                    "tls-server-cert": "-----BEGIN CERTIFICATE-----\n...",
-                    "tls-server-key": "-----BEGIN PRIVATE KEY-----\nsecret\n",
-                }
-            )
-        )
+        (pod_dir / "apf.json").write_text(json.dumps({
+            "pod-network": {"tunnel-type": "none", "podip": "10.244.0.9/24"},
+            "pod-namespace": req.annotations["io.kubernetes.cri.sandbox-namespace"],
+            "pod-name": req.annotations["io.kubernetes.cri.sandbox-name"],
+            "tls-server-cert": "-----BEGIN CERTIFICATE-----\n...",
+            "tls-server-key": "-----BEGIN PRIVATE KEY-----\nsecret\n",
+        }))
         return hypervisor_pb2.CreateVMResponse(agentSocketPath=str(pod_dir / "agent.ttrpc"))
 
     async def start(self, req: Any, ctx: CallContext) -> Any:
@@ -118,7 +107,8 @@ async def adaptor() -> AsyncIterator[FakeAdaptor]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-async def run(fake: FakeAdaptor, *argv: str, json_out: bool = False) -> tuple[int, str, str]:
+async def run(fake: FakeAdaptor, *argv: str, json_out: bool = False
+              ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     args = ["--json"] if json_out else []
     env = {"REMOTE_HYPERVISOR_ENDPOINT": fake.socket, "PODS_DIR": str(fake.pods_dir)}
@@ -128,14 +118,11 @@ async def run(fake: FakeAdaptor, *argv: str, json_out: bool = False) -> tuple[in
 
 async def test_create_sends_exactly_the_shims_annotations(adaptor: FakeAdaptor) -> None:
     sid = secrets.token_hex(32)
-    code, out, _ = await run(
-        adaptor, "create", sid, "--pod", "web", "--namespace", "prod", json_out=True
-    )
+    code, out, _ = await run(adaptor, "create", sid, "--pod", "web", "--namespace", "prod",
+                             json_out=True)
     assert code == 0
-    assert json.loads(out) == {
-        "sandbox_id": sid,
-        "agent_socket_path": str(adaptor.pods_dir / sid / "agent.ttrpc"),
-    }
+    assert json.loads(out) == {"sandbox_id": sid,
+                               "agent_socket_path": str(adaptor.pods_dir / sid / "agent.ttrpc")}
     [(_, request)] = [(c[0], c[1]) for c in adaptor.calls]
     assert request.id == sid
     assert set(request.annotations) == SHIM_KEYS
@@ -154,37 +141,16 @@ async def test_create_sends_exactly_the_shims_annotations(adaptor: FakeAdaptor) 
 
 
 @pytest.mark.parametrize("encoded", [False, True])
-async def test_create_with_every_option(
-    adaptor: FakeAdaptor, tmp_path: Path, encoded: bool
-) -> None:
+async def test_create_with_every_option(adaptor: FakeAdaptor, tmp_path: Path,
+                                        encoded: bool) -> None:
     init_file = tmp_path / "initdata"
     init_file.write_text(initdata.encode(TOML) if encoded else TOML)
     sid = secrets.token_hex(32)
     code, out, err = await run(
-        adaptor,
-        "create",
-        sid,
-        "--pod",
-        "web",
-        "--namespace",
-        "prod",
-        "--netns",
-        "/var/run/netns/cni-1",
-        "--vcpus",
-        "2",
-        "--memory",
-        "4096",
-        "--instance-type",
-        "m6a.large",
-        "--image",
-        "ami-1",
-        "--gpus",
-        "1",
-        "--gpu-model",
-        "a100",
-        "--initdata",
-        str(init_file),
-    )
+        adaptor, "create", sid, "--pod", "web", "--namespace", "prod", "--netns",
+        "/var/run/netns/cni-1", "--vcpus", "2", "--memory", "4096", "--instance-type",
+        "m6a.large", "--image", "ami-1", "--gpus", "1", "--gpu-model", "a100",
+        "--initdata", str(init_file))
     assert code == 0, err
     assert f"sandbox {sid} created" in out
     request = adaptor.calls[0][1]
@@ -241,10 +207,7 @@ async def test_demo_cleans_up_after_a_failed_start(adaptor: FakeAdaptor) -> None
     assert code == 1
     result = json.loads(out)
     assert [(s["step"], s["ok"]) for s in result["steps"]] == [
-        ("create", True),
-        ("start", False),
-        ("stop", True),
-    ]
+        ("create", True), ("start", False), ("stop", True)]
     assert "quota exceeded (UNKNOWN)" in result["steps"][1]["detail"]
 
 
@@ -257,15 +220,13 @@ async def test_adaptor_error_is_reported(adaptor: FakeAdaptor) -> None:
 
 async def test_missing_socket_says_the_adaptor_is_not_running(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
-    code = await ctl.run(
-        ["--socket", str(tmp_path / "none.sock"), "stop", "abc"], env={}, out=out, err=err
-    )
+    code = await ctl.run(["--socket", str(tmp_path / "none.sock"), "stop", "abc"],
+                         env={}, out=out, err=err)
     assert code == 1
     assert "cloud-api-adaptor is not running" in err.getvalue()
     assert "REMOTE_HYPERVISOR_ENDPOINT" in err.getvalue()
-    code = await ctl.run(
-        ["--json", "--socket", str(tmp_path / "none.sock"), "version"], env={}, out=out, err=err
-    )
+    code = await ctl.run(["--json", "--socket", str(tmp_path / "none.sock"), "version"],
+                         env={}, out=out, err=err)
     assert "not running" in json.loads(out.getvalue().splitlines()[-1])["error"]
 
 

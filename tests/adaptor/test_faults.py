@@ -77,7 +77,9 @@ async def test_forwarder_never_answers(
         assert (await shim.version()) == "0.0.0"
 
 
-async def test_caller_deadline_bounds_start(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> None:
+async def test_caller_deadline_bounds_start(
+    daemon: Daemon, cloud: FakeCloud, shim: Shim
+) -> None:
     cloud.boot = False
     await shim.create_vm("sb-deadline")
     exc = await expect_error(shim.start_vm("sb-deadline", timeout=0.5))
@@ -131,26 +133,16 @@ async def test_forwarder_connection_drops_and_proxy_reconnects(
     await shim.start_vm("sb-drop")
     agent, forwarder = cloud.agents["sb-drop"], cloud.forwarders["sb-drop"]
     async with await Client.connect_unix(path) as conn:
-        wait = asyncio.create_task(
-            conn.call(
-                "grpc.AgentService",
-                "WaitProcess",
-                agent_pb2.WaitProcessRequest(container_id="c1"),
-                agent_pb2.WaitProcessResponse,
-            )
-        )
+        wait = asyncio.create_task(conn.call(
+            "grpc.AgentService", "WaitProcess",
+            agent_pb2.WaitProcessRequest(container_id="c1"), agent_pb2.WaitProcessResponse))
         await eventually(lambda: agent.waiting > 0)
         await forwarder.drop_connections()
         exc = await expect_error(wait)
         assert exc.code == Code.UNAVAILABLE
         # The shim's connection to the proxy survives; the next call dials again.
-        health = await conn.call(
-            "grpc.Health",
-            "Check",
-            health_pb2.CheckRequest(),
-            health_pb2.HealthCheckResponse,
-            timeout=10,
-        )
+        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         await conn.call_raw("grpc.AgentService", "StartContainer", b"\x0a\x02c1", timeout=10)
         assert agent.methods()[-1] == "StartContainer"

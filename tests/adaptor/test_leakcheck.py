@@ -24,10 +24,8 @@ def test_a_logged_private_key_is_caught() -> None:
 def test_a_secret_in_a_subprocess_log_is_caught(tmp_path: Path) -> None:
     leakcheck.add_secret("hunter2-token-value")
     log = tmp_path / "daemon.log"
-    log.write_text(
-        "2026/01/01 00:00:00 [adaptor.x] fine\n"
-        "2026/01/01 00:00:01 [providers.y] token=hunter2-token-value\n"
-    )
+    log.write_text("2026/01/01 00:00:00 [adaptor.x] fine\n"
+                   "2026/01/01 00:00:01 [providers.y] token=hunter2-token-value\n")
     before = len(leakcheck.STATE.found)
     try:
         found = leakcheck.scan_log_file(str(log), "daemon")

@@ -22,7 +22,8 @@ INITDATA_TOML = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"aa.toml" = "x
 
 async def test_whole_lifecycle(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> None:
     assert await shim.version() == "0.0.0"
-    annotations = shim_annotations(pod="Web_Server.1", namespace="prod", cc_init_data=INITDATA_TOML)
+    annotations = shim_annotations(pod="Web_Server.1", namespace="prod",
+                                   cc_init_data=INITDATA_TOML)
     socket_path = await shim.create_vm(SID, annotations)
     assert socket_path == os.path.join(daemon.settings.pods_dir, SID, "agent.ttrpc")
     assert cloud.provider.create_calls == 0  # no VM before StartVM
@@ -36,12 +37,8 @@ async def test_whole_lifecycle(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> 
     instance_id = cloud.provider.created[0]
     request = cloud.provider.requests[instance_id]
     assert request.name == "podvm-web-server-1-3f1a0c2b"
-    assert request.tags == {
-        NODE_TAG: "node-1",
-        SANDBOX_TAG: SID,
-        POD_NAME_TAG: "Web_Server.1",
-        POD_NAMESPACE_TAG: "prod",
-    }
+    assert request.tags == {NODE_TAG: "node-1", SANDBOX_TAG: SID,
+                            POD_NAME_TAG: "Web_Server.1", POD_NAMESPACE_TAG: "prod"}
     files = {f.path: f.content for f in userdata.parse(request.user_data)}
     assert set(files) == {userdata.APF_JSON_PATH, userdata.INITDATA_PATH}
     assert initdata.decode(files[userdata.INITDATA_PATH]) == INITDATA_TOML.encode()
@@ -57,19 +54,13 @@ async def test_whole_lifecycle(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> 
 
     agent = cloud.agents[SID]
     async with await Client.connect_unix(socket_path) as conn:
-        health = await conn.call(
-            "grpc.Health",
-            "Check",
-            health_pb2.CheckRequest(),
-            health_pb2.HealthCheckResponse,
-            timeout=30,
-        )
+        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=30)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         # Payload, metadata and deadline are passed through untouched.
         start = agent_pb2.StartContainerRequest(container_id="c1").SerializeToString()
-        await conn.call_raw(
-            "grpc.AgentService", "StartContainer", start, timeout=20, metadata=(("trace", "abc"),)
-        )
+        await conn.call_raw("grpc.AgentService", "StartContainer", start, timeout=20,
+                            metadata=(("trace", "abc"),))
         last = agent.calls[-1]
         assert (last.method, last.payload) == ("StartContainer", start)
         assert ("trace", "abc") in last.metadata
@@ -93,25 +84,16 @@ async def test_wait_process_does_not_block_check(
     await shim.start_vm("sb-wait")
     agent = cloud.agents["sb-wait"]
     async with await Client.connect_unix(path) as conn:
-        wait = asyncio.create_task(
-            conn.call(
-                "grpc.AgentService",
-                "WaitProcess",
-                agent_pb2.WaitProcessRequest(container_id="c1", exec_id="c1"),
-                agent_pb2.WaitProcessResponse,
-            )
-        )
+        wait = asyncio.create_task(conn.call(
+            "grpc.AgentService", "WaitProcess",
+            agent_pb2.WaitProcessRequest(container_id="c1", exec_id="c1"),
+            agent_pb2.WaitProcessResponse))
         await eventually(lambda: agent.waiting > 0)
         # A Check on the same shim connection (and the same forwarder connection) answers
         # while WaitProcess is still blocked.
         async with asyncio.timeout(2):
-            await conn.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=5,
-            )
+            await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                            health_pb2.HealthCheckResponse, timeout=5)
         assert not wait.done()
         agent.release_wait()
         response = await asyncio.wait_for(wait, 5)
@@ -119,29 +101,26 @@ async def test_wait_process_does_not_block_check(
     await shim.stop_vm("sb-wait")
 
 
-async def test_agent_errors_come_back_intact(daemon: Daemon, cloud: FakeCloud, shim: Shim) -> None:
+async def test_agent_errors_come_back_intact(
+    daemon: Daemon, cloud: FakeCloud, shim: Shim
+) -> None:
     path = await shim.create_vm("sb-err")
     await shim.start_vm("sb-err")
     agent = cloud.agents["sb-err"]
-    agent.errors["RemoveContainer"] = TTRPCError(
-        Code.NOT_FOUND, "container c9 not found", (b"\x0a\x03abc",)
-    )
+    agent.errors["RemoveContainer"] = TTRPCError(Code.NOT_FOUND, "container c9 not found",
+                                                 (b"\x0a\x03abc",))
     agent.errors["Check"] = TTRPCError(Code.UNAVAILABLE, "agent is busy")
     async with await Client.connect_unix(path) as conn:
         try:
             await conn.call_raw("grpc.AgentService", "RemoveContainer", b"\x0a\x02c9")
         except TTRPCError as exc:
             assert (exc.code, exc.message, exc.details) == (
-                Code.NOT_FOUND,
-                "container c9 not found",
-                (b"\x0a\x03abc",),
-            )
+                Code.NOT_FOUND, "container c9 not found", (b"\x0a\x03abc",))
         else:
             raise AssertionError("RemoveContainer should fail")
         try:
-            await conn.call(
-                "grpc.Health", "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse
-            )
+            await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                            health_pb2.HealthCheckResponse)
         except TTRPCError as exc:
             assert (exc.code, exc.message) == (Code.UNAVAILABLE, "agent is busy")
         else:
@@ -157,18 +136,13 @@ async def test_create_container_gpu_annotation(
     agent = cloud.agents["sb-gpu"]
     request = agent_pb2.CreateContainerRequest(
         container_id="c1",
-        storages=[
-            agent_pb2.Storage(
-                driver="image_guest_pull",
-                source="busybox",
-                mount_point="/run/kata-containers/c1/rootfs",
-            )
-        ],
-        OCI=oci_pb2.Spec(Annotations={"io.katacontainers.config.hypervisor.default_gpus": "1"}),
+        storages=[agent_pb2.Storage(driver="image_guest_pull", source="busybox",
+                                    mount_point="/run/kata-containers/c1/rootfs")],
+        OCI=oci_pb2.Spec(Annotations={
+            "io.katacontainers.config.hypervisor.default_gpus": "1"}),
     )
-    plain = agent_pb2.CreateContainerRequest(
-        container_id="c2", OCI=oci_pb2.Spec(Annotations={"a": "b"})
-    )
+    plain = agent_pb2.CreateContainerRequest(container_id="c2", OCI=oci_pb2.Spec(
+        Annotations={"a": "b"}))
     async with await Client.connect_unix(path) as conn:
         await conn.call_raw("grpc.AgentService", "CreateContainer", request.SerializeToString())
         await conn.call_raw("grpc.AgentService", "CreateContainer", plain.SerializeToString())

@@ -19,10 +19,8 @@ from tests.fakes.network import FakeWorkerNetwork
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}{path}") as response,
-    ):
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}{path}") as response:
         return response.status, await response.text()
 
 
@@ -36,9 +34,8 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     return samples
 
 
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -53,12 +50,8 @@ async def test_startup_then_metrics_follow_the_lifecycle(
         return await real()
 
     cloud.provider.instance_types = slow_catalogue  # type: ignore[method-assign]
-    daemon = Daemon(
-        make_settings(short_dir, cloud.port),
-        cloud.provider,
-        network=network,
-        delete_retry=FAST_RETRY,
-    )
+    daemon = Daemon(make_settings(short_dir, cloud.port), cloud.provider, network=network,
+                    delete_retry=FAST_RETRY)
     starting = asyncio.create_task(daemon.start())
     try:
         await eventually(lambda: daemon.probe_port != 0)
@@ -76,13 +69,8 @@ async def test_startup_then_metrics_follow_the_lifecycle(
         path = await shim.create_vm("sb-m")
         await shim.start_vm("sb-m")
         async with await Client.connect_unix(path) as conn:
-            await conn.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=5,
-            )
+            await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                            health_pb2.HealthCheckResponse, timeout=5)
         await expect_error(shim.start_vm("sb-unknown"))
         after = await scrape(port)
         hist = "peerpods_hypervisor_request_duration_seconds_count"
@@ -100,15 +88,8 @@ async def test_startup_then_metrics_follow_the_lifecycle(
         cloud.provider.faults.fail_delete_times = 1  # FAST_RETRY: the second attempt works
         await shim.stop_vm("sb-m")
         final = await scrape(port)
-        assert (
-            value(
-                final,
-                "peerpods_provider_errors_total",
-                operation="delete_instance",
-                kind="ProviderUnavailable",
-            )
-            == 1
-        )
+        assert value(final, "peerpods_provider_errors_total", operation="delete_instance",
+                     kind="ProviderUnavailable") == 1
         assert value(final, "peerpods_provider_calls_total", operation="delete_instance") == 2
         assert value(final, "peerpods_sandboxes", state="running") == 0
         assert value(final, hist, method="StopVM", result="ok") == 1

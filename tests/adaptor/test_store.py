@@ -50,10 +50,8 @@ async def test_tls_material_survives_a_restart(
     settings = make_settings(short_dir, cloud.port)
     tls_dir = Path(short_dir, "adaptor-state", "tls")
     async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY):
-        files = {
-            name: (tls_dir / name).read_text()
-            for name in ("ca.crt", "ca.key", "client.crt", "client.key")
-        }
+        files = {name: (tls_dir / name).read_text()
+                 for name in ("ca.crt", "ca.key", "client.crt", "client.key")}
         shim = Shim(settings.socket)
         path = await shim.create_vm("sb-tls")
         await shim.start_vm("sb-tls")
@@ -69,9 +67,7 @@ async def test_tls_material_survives_a_restart(
 
 
 async def test_corrupt_record_is_set_aside(
-    short_dir: str,
-    cloud: FakeCloud,
-    network: FakeWorkerNetwork,
+    short_dir: str, cloud: FakeCloud, network: FakeWorkerNetwork,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(short_dir, cloud.port)
@@ -81,9 +77,8 @@ async def test_corrupt_record_is_set_aside(
     bad.mkdir()  # noqa: ASYNC240
     (bad / "sandbox.json").write_text('{"version": 1, "sandbox_id": ')
     with caplog.at_level(logging.ERROR, logger="adaptor.store"):
-        async with Daemon(
-            settings, cloud.provider, network=network, delete_retry=FAST_RETRY
-        ) as daemon:
+        async with Daemon(settings, cloud.provider, network=network,
+                          delete_retry=FAST_RETRY) as daemon:
             assert daemon.restored is not None and daemon.restored.corrupt == 1
             assert daemon.manager is not None
             assert [r.sandbox_id for r in daemon.manager.records()] == ["sb-good"]
@@ -91,6 +86,5 @@ async def test_corrupt_record_is_set_aside(
     assert not (bad / "sandbox.json").exists()
     kept = [n for n in os.listdir(bad) if n.startswith("sandbox.json.corrupt-")]
     assert len(kept) == 1
-    assert any(
-        "sb-bad" in r.getMessage() and "unreadable record" in r.getMessage() for r in caplog.records
-    )
+    assert any("sb-bad" in r.getMessage() and "unreadable record" in r.getMessage()
+               for r in caplog.records)

@@ -23,7 +23,8 @@ OLD = NOW - timedelta(hours=1)
 
 
 def leaked(instance_id: str, created_at: datetime | None, **tags: str) -> Instance:
-    return Instance(id=instance_id, name=f"podvm-{instance_id}", tags=tags, created_at=created_at)
+    return Instance(id=instance_id, name=f"podvm-{instance_id}", tags=tags,
+                    created_at=created_at)
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ async def sweeping(
     short_dir: str, cloud: FakeCloud, network: FakeWorkerNetwork
 ) -> AsyncIterator[Daemon]:
     settings = make_settings(short_dir, cloud.port, orphan_grace_period=timedelta(minutes=15))
-    async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY) as daemon:
+    async with Daemon(settings, cloud.provider, network=network,
+                      delete_retry=FAST_RETRY) as daemon:
         yield daemon
 
 
@@ -62,8 +64,7 @@ async def test_sweep_deletes_only_old_orphans_of_this_node(
     assert sorted(result.deleted) == ["i-dup", "i-noage", "i-orphan"]
     assert result.too_young == ("i-young",)
     assert sorted(cloud.provider.instances) == sorted(
-        [live, "i-young", "i-other-node", "i-other-cluster"]
-    )
+        [live, "i-young", "i-other-node", "i-other-cluster"])
     assert sweeps_deleted(sweeping) == 3
     # A provider that ignores the tag filter still cannot make it touch other nodes.
     everything = cloud.provider.instances

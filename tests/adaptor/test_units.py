@@ -25,15 +25,8 @@ def test_annotations() -> None:
     assert (ann.pod_name(base), ann.pod_namespace(base)) == ("web", "ns")
     crio = {ann.SANDBOX_NAME: "k8s_web_team_uid_0"}
     assert (ann.pod_name(crio), ann.pod_namespace(crio)) == ("web", "team")
-    res = ann.resources(
-        {
-            ann.DEFAULT_VCPUS: " 4 ",
-            ann.DEFAULT_MEMORY: "",
-            ann.IMAGE: "img",
-            ann.DEFAULT_GPUS: "0",
-            ann.MACHINE_TYPE: "m5",
-        }
-    )
+    res = ann.resources({ann.DEFAULT_VCPUS: " 4 ", ann.DEFAULT_MEMORY: "", ann.IMAGE: "img",
+                         ann.DEFAULT_GPUS: "0", ann.MACHINE_TYPE: "m5"})
     assert res == ann.Resources(instance_type="m5", vcpus=4, memory_mib=0, image="img")
     for bad in ("1.5", "0x10", "-1", "four"):
         with pytest.raises(InvalidRequest, match="default_vcpus"):
@@ -68,9 +61,8 @@ TYPES = InstanceTypeCatalogue(
 def test_select_instance_type(
     requested: str | None, vcpus: int, mem: int, gpus: int, expected: str
 ) -> None:
-    chosen, _ = select_instance_type(
-        TYPES, requested=requested, vcpus=vcpus, memory_mib=mem, gpus=gpus
-    )
+    chosen, _ = select_instance_type(TYPES, requested=requested, vcpus=vcpus,
+                                     memory_mib=mem, gpus=gpus)
     assert chosen == expected
 
 
@@ -79,32 +71,22 @@ def test_select_instance_type_errors() -> None:
         select_instance_type(TYPES, requested=None, vcpus=1, memory_mib=1, gpus=4)
     assert str(info.value) == (
         "failed to get instance type based on GPU, vCPU, and memory annotations: no instance "
-        "type found for the given GPUs (4), vCPUs (1), and memory (1)"
-    )
+        "type found for the given GPUs (4), vCPUs (1), and memory (1)")
     no_list = InstanceTypeCatalogue(default="small", specs=(InstanceTypeInfo("small", 2, 4096),))
     with pytest.raises(InstanceTypeError) as info:
         select_instance_type(no_list, requested="big", vcpus=0, memory_mib=0, gpus=0)
     assert str(info.value) == (
         'failed to verify instance type: requested instance type ("big") is not default '
-        '("small") and supported instance types list is empty'
-    )
+        '("small") and supported instance types list is empty')
 
 
 def test_record_round_trips_through_json() -> None:
     record = SandboxRecord(
-        sandbox_id="sb",
-        pod_name="p",
-        pod_namespace="ns",
-        netns_path="/run/netns/x",
-        instance_name="podvm-p-sb",
-        socket_path="/run/peerpod/pods/sb/agent.ttrpc",
+        sandbox_id="sb", pod_name="p", pod_namespace="ns", netns_path="/run/netns/x",
+        instance_name="podvm-p-sb", socket_path="/run/peerpod/pods/sb/agent.ttrpc",
         spec=InstanceSpec(instance_type="t3", vcpus=2, memory_mib=4096, volumes=("v1",)),
-        apf_json="{}",
-        user_data="#cloud-config\n",
-        fingerprint="f",
-        state=SandboxState.RUNNING,
-        instance_id="i-1",
-        instance_ips=("127.0.0.2",),
+        apf_json="{}", user_data="#cloud-config\n", fingerprint="f",
+        state=SandboxState.RUNNING, instance_id="i-1", instance_ips=("127.0.0.2",),
     )
     assert SandboxRecord.from_json(record.to_json()) == record
     with pytest.raises(ValueError, match="unsupported sandbox record version"):

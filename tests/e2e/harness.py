@@ -135,9 +135,8 @@ class Adaptor:
     object finds the same pods dir, TLS state and local provider records.
     """
 
-    def __init__(
-        self, worker: Netns, root: Path, *, node: str, env: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, worker: Netns, root: Path, *, node: str,
+                 env: Mapping[str, str] | None = None) -> None:
         self.worker = worker
         self.root = root
         self.socket = root / "hv.sock"
@@ -163,19 +162,9 @@ class Adaptor:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
-                [
-                    "nsenter",
-                    f"--net={self.worker.path}",
-                    "--",
-                    sys.executable,
-                    "-m",
-                    "adaptor",
-                    "local",
-                ],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                ["nsenter", f"--net={self.worker.path}", "--",
+                 sys.executable, "-m", "adaptor", "local"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -186,17 +175,15 @@ class Adaptor:
         deadline = loop.time() + timeout
         while True:
             if proc.poll() is not None:
-                raise AssertionError(
-                    f"the adaptor exited with status {proc.returncode}:\n{self.log_tail()}"
-                )
+                raise AssertionError(f"the adaptor exited with status {proc.returncode}:\n"
+                                     f"{self.log_tail()}")
             with contextlib.suppress(OSError, TTRPCError, ConnectionClosed, TimeoutError):
                 async with asyncio.timeout(2):
                     await Shim(self.socket).version()
                 return
             if loop.time() > deadline:
-                raise AssertionError(
-                    f"the adaptor did not answer in {timeout}s:\n{self.log_tail()}"
-                )
+                raise AssertionError(f"the adaptor did not answer in {timeout}s:\n"
+                                     f"{self.log_tail()}")
             await asyncio.sleep(0.1)
 
     def kill(self) -> None:
@@ -247,58 +234,39 @@ class Shim:
     def __init__(self, socket: Path) -> None:
         self.socket = str(socket)
 
-    async def _call(
-        self, service: str, method: str, request: Message, response: type[Resp], timeout: float
-    ) -> Resp:
+    async def _call(self, service: str, method: str, request: Message,
+                    response: type[Resp], timeout: float) -> Resp:
         async with await Client.connect_unix(self.socket) as client:
             return await client.call(service, method, request, response, timeout=timeout)
 
     async def create_vm(self, sandbox_id: str, pod: Pod) -> str:
         request = hypervisor_pb2.CreateVMRequest(
-            id=sandbox_id,
-            networkNamespacePath=pod.ns.path,
+            id=sandbox_id, networkNamespacePath=pod.ns.path,
             annotations=ctl.shim_annotations(pod=pod.name, namespace=POD_NAMESPACE),
         )
-        reply = await self._call(
-            HYPERVISOR, "CreateVM", request, hypervisor_pb2.CreateVMResponse, 60
-        )
+        reply = await self._call(HYPERVISOR, "CreateVM", request,
+                                 hypervisor_pb2.CreateVMResponse, 60)
         return reply.agentSocketPath
 
     async def start_vm(self, sandbox_id: str) -> None:
-        await self._call(
-            HYPERVISOR,
-            "StartVM",
-            hypervisor_pb2.StartVMRequest(id=sandbox_id),
-            hypervisor_pb2.StartVMResponse,
-            START_TIMEOUT,
-        )
+        await self._call(HYPERVISOR, "StartVM", hypervisor_pb2.StartVMRequest(id=sandbox_id),
+                         hypervisor_pb2.StartVMResponse, START_TIMEOUT)
 
     async def stop_vm(self, sandbox_id: str) -> None:
-        await self._call(
-            HYPERVISOR,
-            "StopVM",
-            hypervisor_pb2.StopVMRequest(id=sandbox_id),
-            hypervisor_pb2.StopVMResponse,
-            60,
-        )
+        await self._call(HYPERVISOR, "StopVM", hypervisor_pb2.StopVMRequest(id=sandbox_id),
+                         hypervisor_pb2.StopVMResponse, 60)
 
     async def version(self) -> str:
-        reply = await self._call(
-            HYPERVISOR,
-            "Version",
-            hypervisor_pb2.VersionRequest(),
-            hypervisor_pb2.VersionResponse,
-            5,
-        )
+        reply = await self._call(HYPERVISOR, "Version", hypervisor_pb2.VersionRequest(),
+                                 hypervisor_pb2.VersionResponse, 5)
         return reply.version
 
     async def instance_id(self, pod: Pod) -> str:
         """``podvminfo.PodVMInfo/GetInfo``: the pod's instance id ("" when it has none)."""
         request = podvminfo_pb2.GetInfoRequest(PodName=pod.name, PodNamespace=POD_NAMESPACE)
         try:
-            reply = await self._call(
-                "podvminfo.PodVMInfo", "GetInfo", request, podvminfo_pb2.GetInfoResponse, 10
-            )
+            reply = await self._call("podvminfo.PodVMInfo", "GetInfo", request,
+                                     podvminfo_pb2.GetInfoResponse, 10)
         except TTRPCError as exc:
             if exc.code == Code.NOT_FOUND:
                 return ""
@@ -320,15 +288,12 @@ def create_container_request(container_id: str, pod: Pod) -> agent_pb2.CreateCon
         Process=oci_pb2.Process(Args=["/pause"], Cwd="/"),
         Root=oci_pb2.Root(Path=f"/run/kata-containers/shared/containers/{container_id}/rootfs"),
         Hostname=pod.name,
-        Annotations={
-            "io.kubernetes.cri.container-type": "sandbox",
-            "io.kubernetes.cri.sandbox-name": pod.name,
-        },
+        Annotations={"io.kubernetes.cri.container-type": "sandbox",
+                     "io.kubernetes.cri.sandbox-name": pod.name},
         Linux=oci_pb2.Linux(Namespaces=[oci_pb2.LinuxNamespace(**ns) for ns in SHIM_NAMESPACES]),
     )
-    return agent_pb2.CreateContainerRequest(
-        container_id=container_id, exec_id=container_id, OCI=spec
-    )
+    return agent_pb2.CreateContainerRequest(container_id=container_id, exec_id=container_id,
+                                            OCI=spec)
 
 
 class AgentSession:
@@ -364,16 +329,8 @@ class AgentSession:
         if client is not None:
             await client.aclose()
 
-    async def call(
-        self,
-        service: str,
-        method: str,
-        request: Message,
-        response: type[Resp],
-        timeout: float | None = 60.0,
-        *,
-        retry: bool = False,
-    ) -> Resp:
+    async def call(self, service: str, method: str, request: Message, response: type[Resp],
+                   timeout: float | None = 60.0, *, retry: bool = False) -> Resp:
         if self._client is None or self._client.closed:
             await self._drop()
             self._client = await self._connect()
@@ -387,14 +344,8 @@ class AgentSession:
         return await self._client.call(service, method, request, response, timeout=timeout)
 
     async def check(self) -> str:
-        reply = await self.call(
-            "grpc.Health",
-            "Check",
-            health_pb2.CheckRequest(),
-            health_pb2.HealthCheckResponse,
-            30,
-            retry=True,
-        )
+        reply = await self.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                health_pb2.HealthCheckResponse, 30, retry=True)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     async def aclose(self) -> None:
@@ -420,9 +371,8 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def vm_residue(
-    worker: WorkerNode, adaptor: Adaptor, pod: Pod, instance_id: str, sandbox_id: str
-) -> list[str]:
+def vm_residue(worker: WorkerNode, adaptor: Adaptor, pod: Pod, instance_id: str,
+               sandbox_id: str) -> list[str]:
     """Everything one stopped pod VM, its tunnel and its sandbox left behind (empty: none)."""
     found = []
     names = netns_names()

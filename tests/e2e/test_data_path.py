@@ -42,9 +42,8 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 AGENT = "grpc.AgentService"
 
 
-def assert_tunnel_carries_traffic(
-    worker: WorkerNode, pod: Pod, neighbour: Pod, instance_id: str, port: int
-) -> None:
+def assert_tunnel_carries_traffic(worker: WorkerNode, pod: Pod, neighbour: Pod,
+                                  instance_id: str, port: int) -> None:
     """TCP and UDP from the worker and from an ordinary pod on the same node to the pod IP,
     served inside the pod VM's pod netns, and back the other way; each side sees the other's
     real address."""
@@ -60,7 +59,9 @@ def assert_tunnel_carries_traffic(
     assert seen == pod.ip
 
 
-async def test_one_pod_through_the_whole_data_path(worker: WorkerNode, adaptor: Adaptor) -> None:
+async def test_one_pod_through_the_whole_data_path(
+    worker: WorkerNode, adaptor: Adaptor
+) -> None:
     pod = worker.add_pod(1)
     neighbour = worker.add_pod(2)  # an ordinary pod on the same node (no pod VM)
     links_before = worker.links()
@@ -88,40 +89,26 @@ async def test_one_pod_through_the_whole_data_path(worker: WorkerNode, adaptor: 
     agent = AgentSession(socket_path)
     try:
         assert await agent.check() == "SERVING"
-        await agent.call(
-            AGENT, "CreateSandbox", create_sandbox_request(sid, pod), empty_pb2.Empty, 300
-        )
-        await agent.call(
-            AGENT, "CreateContainer", create_container_request(sid, pod), empty_pb2.Empty, 60
-        )
-        await agent.call(
-            AGENT,
-            "StartContainer",
-            agent_pb2.StartContainerRequest(container_id=sid),
-            empty_pb2.Empty,
-        )
+        await agent.call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
+                         empty_pb2.Empty, 300)
+        await agent.call(AGENT, "CreateContainer", create_container_request(sid, pod),
+                         empty_pb2.Empty, 60)
+        await agent.call(AGENT, "StartContainer", agent_pb2.StartContainerRequest(
+            container_id=sid), empty_pb2.Empty)
         # WaitProcess blocks (no deadline, as the shim sends it) on the same connection...
-        waiting = asyncio.ensure_future(
-            agent.call(
-                AGENT,
-                "WaitProcess",
-                agent_pb2.WaitProcessRequest(container_id=sid, exec_id=sid),
-                agent_pb2.WaitProcessResponse,
-                None,
-            )
-        )
+        waiting = asyncio.ensure_future(agent.call(
+            AGENT, "WaitProcess", agent_pb2.WaitProcessRequest(container_id=sid, exec_id=sid),
+            agent_pb2.WaitProcessResponse, None))
         assert await poll_until(
-            lambda: "WaitProcess" in [c["method"] for c in adaptor.agent_calls(instance_id)], 10
-        ), adaptor.vm_log(instance_id)
+            lambda: "WaitProcess" in [c["method"] for c in adaptor.agent_calls(instance_id)],
+            10), adaptor.vm_log(instance_id)
 
-        await asyncio.to_thread(
-            assert_tunnel_carries_traffic, worker, pod, neighbour, instance_id, 7000
-        )
+        await asyncio.to_thread(assert_tunnel_carries_traffic, worker, pod, neighbour,
+                                instance_id, 7000)
 
         # ... until the sandbox is destroyed (the shim's first step of a pod's end).
-        await agent.call(
-            AGENT, "DestroySandbox", agent_pb2.DestroySandboxRequest(), empty_pb2.Empty
-        )
+        await agent.call(AGENT, "DestroySandbox", agent_pb2.DestroySandboxRequest(),
+                         empty_pb2.Empty)
         assert (await asyncio.wait_for(waiting, 10)).status == 137
     finally:
         await agent.aclose()
@@ -129,12 +116,7 @@ async def test_one_pod_through_the_whole_data_path(worker: WorkerNode, adaptor: 
 
     calls = adaptor.agent_calls(instance_id)
     assert [c["method"] for c in calls] == [
-        "CreateSandbox",
-        "CreateContainer",
-        "StartContainer",
-        "WaitProcess",
-        "DestroySandbox",
-    ]
+        "CreateSandbox", "CreateContainer", "StartContainer", "WaitProcess", "DestroySandbox"]
     sandbox, container = calls[0]["request"], calls[1]["request"]
     # The forwarder dropped the DNS entries and kept the rest.
     assert "dns" not in sandbox
@@ -143,22 +125,13 @@ async def test_one_pod_through_the_whole_data_path(worker: WorkerNode, adaptor: 
     assert container["container_id"] == sid
     podns = f"/run/netns/{vm_pod_netns(instance_id).name}"
     assert container["OCI"]["Linux"]["Namespaces"] == [
-        *SHIM_NAMESPACES,
-        {"Type": "network", "Path": podns},
-    ]
+        *SHIM_NAMESPACES, {"Type": "network", "Path": podns}]
     assert container["OCI"]["Annotations"]["io.kubernetes.cri.sandbox-name"] == pod.name
 
     # While the pod runs, the residue checks see every piece of it (so they can fail).
     running = " | ".join(vm_residue(worker, adaptor, pod, instance_id, sid))
-    for piece in (
-        f"network namespace ppvm-{instance_id}-pod",
-        f"veth ppv{instance_id}",
-        "vxlan1 in",
-        "ingress qdisc",
-        "process",
-        "provider directory",
-        "sandbox.json",
-    ):
+    for piece in (f"network namespace ppvm-{instance_id}-pod", f"veth ppv{instance_id}",
+                  "vxlan1 in", "ingress qdisc", "process", "provider directory", "sandbox.json"):
         assert piece in running
     running = " | ".join(worker_residue(worker, adaptor, links_before))
     assert f"ppv{instance_id}" in running and "iptables rule" in running
@@ -174,7 +147,5 @@ async def test_one_pod_through_the_whole_data_path(worker: WorkerNode, adaptor: 
     assert await adaptor.stop() == 0
     assert "Traceback" not in adaptor.log(), adaptor.log_tail()
     # Upstream's CreateVM log line, which tooling parses.
-    assert (
-        f"create a sandbox {sid} for pod {pod.name} in namespace {POD_NAMESPACE} "
-        f"(netns: {pod.ns.path})"
-    ) in adaptor.log()
+    assert (f"create a sandbox {sid} for pod {pod.name} in namespace {POD_NAMESPACE} "
+            f"(netns: {pod.ns.path})") in adaptor.log()

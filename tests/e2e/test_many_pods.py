@@ -33,9 +33,8 @@ async def test_ten_pods_at_once(worker: WorkerNode, adaptor: Adaptor) -> None:
     shim = Shim(adaptor.socket)
     sids = [secrets.token_hex(32) for _ in pods]
 
-    sockets = await asyncio.gather(
-        *(shim.create_vm(sid, pod) for sid, pod in zip(sids, pods, strict=True))
-    )
+    sockets = await asyncio.gather(*(shim.create_vm(sid, pod) for sid, pod in zip(
+        sids, pods, strict=True)))
     assert len(set(sockets)) == PODS
     await asyncio.gather(*(shim.start_vm(sid) for sid in sids))
     instances = await asyncio.gather(*(shim.instance_id(pod) for pod in pods))
@@ -54,9 +53,8 @@ async def test_ten_pods_at_once(worker: WorkerNode, adaptor: Adaptor) -> None:
     assert len(set(ids)) == PODS
     for pod, instance_id, vni in zip(pods, instances, ids, strict=True):
         assert vxlan_id(vm_pod_netns(instance_id), "eth0") == vni
-        peer = await asyncio.to_thread(
-            echo, worker.ns, vm_pod_netns(instance_id), "tcp", pod.ip, 7000, f"hello {pod.name}"
-        )
+        peer = await asyncio.to_thread(echo, worker.ns, vm_pod_netns(instance_id), "tcp",
+                                       pod.ip, 7000, f"hello {pod.name}")
         assert peer == POD_GATEWAY
 
     await asyncio.gather(*(shim.stop_vm(sid) for sid in sids))

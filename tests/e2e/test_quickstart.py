@@ -42,9 +42,8 @@ class Run:
         return Path(match.group(1))
 
     def instance_ids(self) -> set[str]:
-        return set(
-            re.findall(r"instance=([0-9a-f]{10})\b", (self.logs / "adaptor.log").read_text())
-        )
+        return set(re.findall(r"instance=([0-9a-f]{10})\b",
+                              (self.logs / "adaptor.log").read_text()))
 
 
 @pytest.fixture
@@ -59,22 +58,16 @@ def log_dirs() -> Iterator[list[Path]]:
 
 
 async def quickstart(log_dirs: list[Path], **env: str) -> Run:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("QUICKSTART_", "PEERPODS_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("QUICKSTART_", "PEERPODS_"))}
     proc = await asyncio.create_subprocess_exec(
-        "bash",
-        str(SCRIPT),
-        cwd=REPO,
-        env={**clean, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        "bash", str(SCRIPT), cwd=REPO, env={**clean, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(RUN_TIMEOUT):
         out, err = await proc.communicate()
-    run = Run(
-        proc.returncode if proc.returncode is not None else -1,
-        out.decode(errors="replace"),
-        err.decode(errors="replace"),
-    )
+    run = Run(proc.returncode if proc.returncode is not None else -1,
+              out.decode(errors="replace"), err.decode(errors="replace"))
     match = re.search(r"^logs:\s+(/tmp/peerpods-quickstart-\w+)", run.out, re.MULTILINE)
     if match:
         log_dirs.append(Path(match.group(1)))
@@ -87,9 +80,8 @@ def residue(run: Run) -> list[str]:
     tag = run.logs.name.rsplit("-", 1)[1]
     found += [f"network namespace {n}" for n in netns_names() if n.startswith(f"ppqs-{tag}-")]
     for instance_id in run.instance_ids():
-        found += [
-            f"network namespace {n}" for n in netns_names() if n.startswith(f"ppvm-{instance_id}")
-        ]
+        found += [f"network namespace {n}" for n in netns_names()
+                  if n.startswith(f"ppvm-{instance_id}")]
     if run.temp_dir.exists():
         found.append(f"directory {run.temp_dir}")
     found += [f"process {p}" for p in processes_mentioning(str(run.temp_dir))]
@@ -98,7 +90,8 @@ def residue(run: Run) -> list[str]:
 
 def step_results(run: Run) -> dict[str, str]:
     """``{"create": "ok", "start": "FAILED", ...}`` from the demo's lines."""
-    return dict(re.findall(r"^\s+(create|start|check|stop)\s+(ok|FAILED)\s", run.out, re.MULTILINE))
+    return dict(re.findall(r"^\s+(create|start|check|stop)\s+(ok|FAILED)\s", run.out,
+                           re.MULTILINE))
 
 
 @pytest.mark.root
@@ -124,8 +117,7 @@ async def test_quickstart_with_network_namespaces(log_dirs: list[Path]) -> None:
 async def test_quickstart_failure_is_reported_and_cleaned_up(log_dirs: list[Path]) -> None:
     # A pod VM whose agent never starts: StartVM fails once the proxy gives up.
     run = await quickstart(
-        log_dirs, QUICKSTART_ADAPTOR_ARGS="--local-agent-command false --proxy-timeout 3s"
-    )
+        log_dirs, QUICKSTART_ADAPTOR_ARGS="--local-agent-command false --proxy-timeout 3s")
     assert run.status == 1, f"{run.out}\n{run.err}"
     assert step_results(run) == {"create": "ok", "start": "FAILED", "stop": "ok"}
     assert "result:" not in run.out

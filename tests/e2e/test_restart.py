@@ -61,9 +61,8 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
             await shim.start_vm(sid)
             instances[sid] = await shim.instance_id(pod)
             assert await sessions[sid].check() == "SERVING"
-            await sessions[sid].call(
-                AGENT, "CreateSandbox", create_sandbox_request(sid, pod), empty_pb2.Empty, 300
-            )
+            await sessions[sid].call(AGENT, "CreateSandbox", create_sandbox_request(sid, pod),
+                                     empty_pb2.Empty, 300)
         ids_before = {sid: vxlan_id(pod.ns, "vxlan1") for pod, sid in running}
 
         adaptor.kill()
@@ -77,22 +76,14 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
             dials = session.dials
             assert await session.check() == "SERVING"  # re-dials the same socket path
             assert session.dials == dials + 1
-            await session.call(
-                AGENT, "CreateContainer", create_container_request(sid, pod), empty_pb2.Empty, 60
-            )
+            await session.call(AGENT, "CreateContainer", create_container_request(sid, pod),
+                               empty_pb2.Empty, 60)
             calls = [c["method"] for c in adaptor.agent_calls(instances[sid])]
             assert calls == ["CreateSandbox", "CreateContainer"]
             assert await shim.instance_id(pod) == instances[sid]
             assert vxlan_id(pod.ns, "vxlan1") == ids_before[sid]
-            peer = await asyncio.to_thread(
-                echo,
-                worker.ns,
-                vm_pod_netns(instances[sid]),
-                "tcp",
-                pod.ip,
-                7000,
-                f"after restart {pod.name}",
-            )
+            peer = await asyncio.to_thread(echo, worker.ns, vm_pod_netns(instances[sid]),
+                                           "tcp", pod.ip, 7000, f"after restart {pod.name}")
             assert peer == POD_GATEWAY
 
         # A pod created after the restart does not reuse a VXLAN id still in use.
@@ -102,9 +93,8 @@ async def test_pods_survive_an_adaptor_restart(worker: WorkerNode, adaptor: Adap
         instances[new_sid] = await shim.instance_id(new_pod)
         assert await sessions[new_sid].check() == "SERVING"
         assert vxlan_id(new_pod.ns, "vxlan1") not in ids_before.values()
-        peer = await asyncio.to_thread(
-            echo, worker.ns, vm_pod_netns(instances[new_sid]), "tcp", new_pod.ip, 7000, "new pod"
-        )
+        peer = await asyncio.to_thread(echo, worker.ns, vm_pod_netns(instances[new_sid]),
+                                       "tcp", new_pod.ip, 7000, "new pod")
         assert peer == POD_GATEWAY
     finally:
         for session in sessions.values():

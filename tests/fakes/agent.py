@@ -40,12 +40,10 @@ class TestAgent:
         server.register_service(
             "grpc.Health",
             {
-                "Check": Method(
-                    self._check, health_pb2.CheckRequest, health_pb2.HealthCheckResponse
-                ),
-                "Version": Method(
-                    self._version, health_pb2.CheckRequest, health_pb2.VersionCheckResponse
-                ),
+                "Check": Method(self._check, health_pb2.CheckRequest,
+                                health_pb2.HealthCheckResponse),
+                "Version": Method(self._version, health_pb2.CheckRequest,
+                                  health_pb2.VersionCheckResponse),
             },
         )
         server.register_raw("grpc.AgentService", self._agent)

@@ -100,8 +100,8 @@ class CloudAPI:
         if self.fail_delete_times > 0:
             self.fail_delete_times -= 1
             return web.json_response(
-                {"kind": "ProviderUnavailable", "message": "injected delete failure"}, status=503
-            )
+                {"kind": "ProviderUnavailable", "message": "injected delete failure"},
+                status=503)
         try:
             await self.provider.delete_instance(request.match_info["id"])
         except ProviderError as exc:

@@ -64,11 +64,8 @@ class TestForwarder:
     async def _relay(self, ctx: CallContext, payload: bytes) -> bytes:
         client = await self._agent_client()
         return await client.call_raw(
-            ctx.service,
-            ctx.method,
-            payload,
-            timeout_nano=ctx.remaining_nano(),
-            metadata=ctx.metadata,
+            ctx.service, ctx.method, payload,
+            timeout_nano=ctx.remaining_nano(), metadata=ctx.metadata,
         )
 
     async def drop_connections(self) -> None:

@@ -26,29 +26,16 @@ from tests.fakes.cloudapi import parse_created_at
 class Settings:
     TITLE = "fake cloud provider settings"
 
-    url: str = setting(
-        env="FAKECLOUD_URL",
-        flag="fakecloud-url",
-        default="",
-        help="base URL of the loopback fake cloud API",
-        required=True,
-    )
-    token: str = setting(
-        env="FAKECLOUD_TOKEN",
-        flag="fakecloud-token",
-        default="",
-        secret=True,
-        help="API token (sent, never logged)",
-    )
+    url: str = setting(env="FAKECLOUD_URL", flag="fakecloud-url", default="",
+                       help="base URL of the loopback fake cloud API", required=True)
+    token: str = setting(env="FAKECLOUD_TOKEN", flag="fakecloud-token", default="",
+                         secret=True, help="API token (sent, never logged)")
 
 
 def _instance(data: Mapping[str, Any]) -> Instance:
     return Instance(
-        id=data["id"],
-        name=data["name"],
-        ips=tuple(ip_address(i) for i in data["ips"]),
-        tags=dict(data["tags"]),
-        created_at=parse_created_at(data.get("created_at")),
+        id=data["id"], name=data["name"], ips=tuple(ip_address(i) for i in data["ips"]),
+        tags=dict(data["tags"]), created_at=parse_created_at(data.get("created_at")),
     )
 
 
@@ -82,13 +69,10 @@ class HttpProvider:
         spec = dataclasses.asdict(request.spec)
         spec["volumes"] = list(spec["volumes"])
         body = {
-            "name": request.name,
-            "sandbox_id": request.sandbox_id,
-            "pod_name": request.pod_name,
-            "pod_namespace": request.pod_namespace,
+            "name": request.name, "sandbox_id": request.sandbox_id,
+            "pod_name": request.pod_name, "pod_namespace": request.pod_namespace,
             "user_data": base64.b64encode(request.user_data).decode(),
-            "spec": spec,
-            "tags": dict(request.tags),
+            "spec": spec, "tags": dict(request.tags),
         }
         return _instance(await self._call("POST", "/instances", json=body))
 

@@ -61,9 +61,8 @@ class CaptureHandler(logging.Handler):
             return
         STATE.lines += 1
         for what in leaks_in(text):
-            STATE.found.append(
-                f"logger {record.name!r} ({record.pathname}:{record.lineno}) logged {what}"
-            )
+            STATE.found.append(f"logger {record.name!r} ({record.pathname}:{record.lineno}) "
+                               f"logged {what}")
 
 
 def scan_log_file(path: str, label: str) -> list[str]:

@@ -29,22 +29,14 @@ class FakeWorkerNetwork:
             raise PodNetworkError("empty network namespace path")
         vni = self.allocator.allocate(sandbox_id)
         return PodNetwork(
-            tunnel_type="vxlan",
-            pod_ip="10.244.1.5/24",
-            pod_hw_addr="0a:58:0a:f4:01:05",
-            interface="eth0",
-            worker_node_ip="192.0.2.10/24",
-            routes=(Route(dst="", gw="10.244.1.1", dev="eth0"),),
-            mtu=1450,
-            vxlan_port=4789,
-            vxlan_id=vni,
+            tunnel_type="vxlan", pod_ip="10.244.1.5/24", pod_hw_addr="0a:58:0a:f4:01:05",
+            interface="eth0", worker_node_ip="192.0.2.10/24",
+            routes=(Route(dst="", gw="10.244.1.1", dev="eth0"),), mtu=1450,
+            vxlan_port=4789, vxlan_id=vni,
         )
 
     async def setup(
-        self,
-        sandbox_id: str,
-        netns_path: str,
-        network: PodNetwork,
+        self, sandbox_id: str, netns_path: str, network: PodNetwork,
         vm_ips: Sequence[IPv4Address | IPv6Address],
     ) -> None:
         self.calls.append(("setup", sandbox_id))

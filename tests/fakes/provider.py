@@ -72,13 +72,8 @@ class InMemoryProvider:
             raise self.faults.fail_create
         instance_id = f"i-{next(self._ids):04d}"
         ips = () if self.faults.no_ips else (IPv4Address(f"127.0.0.{self._free_hosts.pop(0)}"),)
-        instance = Instance(
-            id=instance_id,
-            name=request.name,
-            ips=ips,
-            tags=dict(request.tags),
-            created_at=datetime.now(UTC),
-        )
+        instance = Instance(id=instance_id, name=request.name, ips=ips, tags=dict(request.tags),
+                            created_at=datetime.now(UTC))
         self.instances[instance_id] = instance
         self.requests[instance_id] = request
         self.created.append(instance_id)
@@ -109,7 +104,8 @@ class InMemoryProvider:
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
         return [
-            i for i in self.instances.values() if all(i.tags.get(k) == v for k, v in tags.items())
+            i for i in self.instances.values()
+            if all(i.tags.get(k) == v for k, v in tags.items())
         ]
 
     async def instance_types(self) -> InstanceTypeCatalogue | None:
@@ -130,23 +126,15 @@ class Settings:
     TITLE = "fake provider settings"
 
     instance_type: str = setting(
-        env="FAKE_INSTANCE_TYPE",
-        flag="fake-instance-type",
-        default="small",
+        env="FAKE_INSTANCE_TYPE", flag="fake-instance-type", default="small",
         help="default instance type",
     )
     verify_error: str = setting(
-        env="FAKE_VERIFY_ERROR",
-        flag="fake-verify-error",
-        default="",
+        env="FAKE_VERIFY_ERROR", flag="fake-verify-error", default="",
         help="make verify_config fail with this message",
     )
     api_key: str = setting(
-        env="FAKE_API_KEY",
-        flag="fake-api-key",
-        default="",
-        secret=True,
-        help="a secret",
+        env="FAKE_API_KEY", flag="fake-api-key", default="", secret=True, help="a secret",
     )
 
 

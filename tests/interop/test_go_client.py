@@ -55,11 +55,7 @@ async def test_deadline_reaches_the_handler_and_expires(py_server: PyServer) -> 
     assert seen is not None and 1.0e9 < seen["timeout_nano"] <= 2.0e9
     assert result["none_deadline_ms"] is None
     assert peer.find("none") == {
-        "id": "none",
-        "metadata": {},
-        "timeout_nano": 0,
-        "deadline_ms": None,
-        "outcome": "ok",
+        "id": "none", "metadata": {}, "timeout_nano": 0, "deadline_ms": None, "outcome": "ok"
     }
     # the caller gives up at its deadline (Go reports its own context error, or the
     # server's DEADLINE_EXCEEDED if that arrives first) ...

@@ -37,12 +37,8 @@ async def create_vm(
     annotations = {f"peer.{k}": v for k, v in (behaviour or {}).items()}
     request = hypervisor_pb2.CreateVMRequest(id=id_, annotations=annotations)
     response = await client.call(
-        HV,
-        "CreateVM",
-        request,
-        hypervisor_pb2.CreateVMResponse,
-        timeout=timeout,
-        metadata=metadata,
+        HV, "CreateVM", request, hypervisor_pb2.CreateVMResponse,
+        timeout=timeout, metadata=metadata,
     )
     report: dict[str, Any] = json.loads(response.agentSocketPath)
     return report
@@ -50,10 +46,7 @@ async def create_vm(
 
 async def assert_healthy(client: Client) -> None:
     response = await client.call(
-        "grpc.Health",
-        "Check",
-        health_pb2.CheckRequest(),
-        health_pb2.HealthCheckResponse,
+        "grpc.Health", "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse,
         timeout=5.0,
     )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
@@ -90,16 +83,16 @@ async def test_error_status_round_trip(client: Client) -> None:
     assert (info.value.code, info.value.message) == (Code.NOT_FOUND, message)
 
     with pytest.raises(TTRPCError) as info:
-        await client.call(
-            HV, "NoSuchMethod", hypervisor_pb2.VersionRequest(), hypervisor_pb2.VersionResponse
-        )
+        await client.call(HV, "NoSuchMethod", hypervisor_pb2.VersionRequest(),
+                          hypervisor_pb2.VersionResponse)
     assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "method NoSuchMethod")
 
     with pytest.raises(TTRPCError) as info:
-        await client.call(
-            "no.SuchService", "Check", health_pb2.CheckRequest(), health_pb2.HealthCheckResponse
-        )
-    assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "service no.SuchService")
+        await client.call("no.SuchService", "Check", health_pb2.CheckRequest(),
+                          health_pb2.HealthCheckResponse)
+    assert (info.value.code, info.value.message) == (
+        Code.UNIMPLEMENTED, "service no.SuchService"
+    )
     await assert_healthy(client)
 
 
@@ -154,10 +147,7 @@ async def test_metadata_reaches_the_handler(client: Client, go_server: GoServer)
     expected = {"x-peer-one": ["1"], "x-peer-multi": ["a", "b"]}
     assert report["metadata"] == expected
     version = await client.call(
-        "grpc.Health",
-        "Version",
-        health_pb2.CheckRequest(),
-        health_pb2.VersionCheckResponse,
+        "grpc.Health", "Version", health_pb2.CheckRequest(), health_pb2.VersionCheckResponse,
         metadata=metadata,
     )
     assert json.loads(version.agent_version)["metadata"] == expected

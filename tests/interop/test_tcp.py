@@ -24,8 +24,7 @@ async def test_python_client_to_go_server_over_tcp() -> None:
             assert response.status == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(TTRPCError) as info:
                 await client.call(
-                    "grpc.Health",
-                    "Check",
+                    "grpc.Health", "Check",
                     health_pb2.CheckRequest(service="status-code=14&status-message=down"),
                     health_pb2.HealthCheckResponse,
                 )

@@ -57,9 +57,9 @@ def test_parse_fields() -> None:
 @pytest.mark.parametrize("algorithm", ["sha256", "sha384", "sha512"])
 def test_digest_is_hash_of_exact_bytes(algorithm: str) -> None:
     raw = TOML.replace(b'"sha384"', f'"{algorithm}"'.encode())
-    expected = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}[
-        algorithm
-    ](raw).hexdigest()
+    expected = {
+        "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512
+    }[algorithm](raw).hexdigest()
     assert initdata.digest(initdata.parse(raw)) == expected
 
 
@@ -74,7 +74,14 @@ def test_trailing_newline_changes_the_digest() -> None:
 
 
 def test_dummy_is_upstreams() -> None:
-    literal = b"algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = '''\n'''"
+    literal = (
+        b'algorithm = "sha256"\n'
+        b'version = "0.1.0"\n'
+        b"\n"
+        b"[data]\n"
+        b"\"aa.toml\" = '''\n"
+        b"'''"
+    )
     assert literal == initdata.DUMMY_TOML
     init = initdata.parse(initdata.DUMMY_TOML)
     assert (init.algorithm, init.version, dict(init.data)) == ("sha256", "0.1.0", {"aa.toml": ""})
@@ -157,10 +164,9 @@ def test_pcr8_value() -> None:
     expected = hashlib.sha256(bytes(32) + hashlib.sha384(TOML).digest()[:32]).digest()
     assert initdata.pcr8_value(digest) == expected
     sha256_digest = hashlib.sha256(TOML).hexdigest()
-    assert (
-        initdata.pcr8_value(sha256_digest)
-        == hashlib.sha256(bytes(32) + hashlib.sha256(TOML).digest()).digest()
-    )
+    assert initdata.pcr8_value(sha256_digest) == hashlib.sha256(
+        bytes(32) + hashlib.sha256(TOML).digest()
+    ).digest()
     with pytest.raises(InitDataError, match="at least 32"):
         initdata.pcr8_value("00" * 31)
     with pytest.raises(InitDataError, match="not hex"):

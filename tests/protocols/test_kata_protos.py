@@ -89,7 +89,9 @@ def test_agent_service_has_the_42_methods_with_their_types() -> None:
     service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
     assert service.full_name == "grpc.AgentService"
     assert len(AGENT_METHODS) == 42
-    seen = {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods}
+    seen = {
+        m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods
+    }
     assert seen == AGENT_METHODS
     assert all(not m.client_streaming and not m.server_streaming for m in service.methods)
 
@@ -190,15 +192,9 @@ def test_create_container_and_oci_field_numbers() -> None:
 def test_byte_example_c_create_vm_payload() -> None:
     """PROTOCOLS.md §1.9 example C: the 60-byte CreateVM payload, both ways."""
     expected = bytes.fromhex(
-        "0a03"
-        + b"sb1".hex()
-        + "1223"
-        + "0a1e"
-        + b"io.kubernetes.cri.sandbox-name".hex()
-        + "1201"
-        + b"p".hex()
-        + "1a10"
-        + b"/var/run/netns/x".hex()
+        "0a03" + b"sb1".hex()
+        + "1223" + "0a1e" + b"io.kubernetes.cri.sandbox-name".hex() + "1201" + b"p".hex()
+        + "1a10" + b"/var/run/netns/x".hex()
     )
     assert len(expected) == 0x3C
     request = hypervisor_pb2.CreateVMRequest(

@@ -46,7 +46,7 @@ APF_JSON = json.dumps(
     },
     indent=4,
 )
-TOML = b"algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = '''\n'''\n"
+TOML = b'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n"aa.toml" = \'\'\'\n\'\'\'\n'
 B64_LINE = base64.b64encode(gzip.compress(TOML)).decode()
 
 
@@ -70,7 +70,9 @@ def test_render_matches_upstream_template_bytes() -> None:
 
 def test_render_empty_content_has_no_content_key() -> None:
     text = render([WriteFile(userdata.SCRATCH_SPACE_MARKER_PATH, "")])
-    assert text == ("#cloud-config\n\nwrite_files:\n  - path: /run/peerpod/scratch-space.marker\n")
+    assert text == (
+        "#cloud-config\n\nwrite_files:\n  - path: /run/peerpod/scratch-space.marker\n"
+    )
     assert parse(text) == [WriteFile(userdata.SCRATCH_SPACE_MARKER_PATH, "")]
 
 
@@ -131,7 +133,7 @@ def test_parse_accepts_bytes_and_null_content() -> None:
         ("write_files:\n  - &e {path: /a}\n  - *e\n", "anchors and aliases are not allowed"),
         ("write_files: !!python/object/apply:os.system [ls]\n", "not valid YAML"),
         ("write_files:\n  - path: /a\n   content: |\n", "not valid YAML.*line 3"),
-        ('write_files:\n  - {path: /a, content: "\x07"}\n', "U\\+0007"),
+        ("write_files:\n  - {path: /a, content: \"\x07\"}\n", "U\\+0007"),
     ],
 )
 def test_parse_rejects(text: str, message: str) -> None:
@@ -199,9 +201,7 @@ def test_allow_lists() -> None:
     assert userdata.POLICY_REGO_PATH not in userdata.WRITE_FILES_ALLOWED
     assert userdata.INITDATA_DIGEST_PATH not in userdata.WRITE_FILES_ALLOWED
     assert {
-        "/run/peerpod/aa.toml",
-        "/run/peerpod/cdh.toml",
-        "/run/peerpod/policy.rego",
+        "/run/peerpod/aa.toml", "/run/peerpod/cdh.toml", "/run/peerpod/policy.rego"
     } == userdata.INITDATA_FILES_ALLOWED
 
 

@@ -38,11 +38,7 @@ def go_parser(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _go_parse(binary: Path, texts: list[str]) -> list[dict[str, object]]:
     done = subprocess.run(
-        [str(binary)],
-        input=json.dumps(texts),
-        capture_output=True,
-        text=True,
-        check=True,
+        [str(binary)], input=json.dumps(texts), capture_output=True, text=True, check=True,
         timeout=60,
     )
     result: list[dict[str, object]] = json.loads(done.stdout)
@@ -50,7 +46,7 @@ def _go_parse(binary: Path, texts: list[str]) -> list[dict[str, object]]:
 
 
 def _cases() -> list[list[WriteFile]]:
-    toml = b"algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = '''\n'''\n"
+    toml = b'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n"aa.toml" = \'\'\'\n\'\'\'\n'
     apf = json.dumps(
         {"pod-name": "p", "tls-server-key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END"},
         indent=4,

@@ -136,14 +136,8 @@ async def test_retry_until_success_with_jittered_sleeps() -> None:
         return "ok"
 
     seen: list[int] = []
-    result = await retry(
-        call,
-        classify=classify,
-        clock=clock,
-        sleep=clock.sleep,
-        rng=lambda: 1.0,
-        on_retry=lambda exc, n, d: seen.append(n),
-    )
+    result = await retry(call, classify=classify, clock=clock, sleep=clock.sleep,
+                         rng=lambda: 1.0, on_retry=lambda exc, n, d: seen.append(n))
     assert result == "ok" and calls == 4
     assert clock.sleeps == pytest.approx([0.1, 0.2, 0.4])
     assert seen == [1, 2, 3]
@@ -173,14 +167,8 @@ async def test_retry_gives_up_with_the_last_error_at_the_deadline() -> None:
         raise Throttle(calls)
 
     with pytest.raises(Throttle) as caught:
-        await retry(
-            call,
-            classify=classify,
-            deadline=clock.now + 5,
-            clock=clock,
-            sleep=clock.sleep,
-            rng=lambda: 1.0,
-        )
+        await retry(call, classify=classify, deadline=clock.now + 5, clock=clock,
+                    sleep=clock.sleep, rng=lambda: 1.0)
     assert clock.now <= 1005
     assert sum(clock.sleeps) <= 5
     assert caught.value.args == (calls,)
@@ -197,12 +185,8 @@ async def test_retry_respects_max_attempts() -> None:
         raise Throttle()
 
     with pytest.raises(Throttle):
-        await retry(
-            call,
-            classify=lambda exc: Backoff(base=0.01, max_attempts=3),
-            clock=clock,
-            sleep=clock.sleep,
-        )
+        await retry(call, classify=lambda exc: Backoff(base=0.01, max_attempts=3),
+                    clock=clock, sleep=clock.sleep)
     assert calls == 3 and len(clock.sleeps) == 2
 
 
@@ -217,12 +201,8 @@ async def test_retry_takes_a_token_per_attempt() -> None:
             raise outcome
         return 7
 
-    assert (
-        await retry(
-            call, classify=classify, limiter=bucket, clock=clock, sleep=clock.sleep, rng=lambda: 0.0
-        )
-        == 7
-    )
+    assert await retry(call, classify=classify, limiter=bucket, clock=clock,
+                       sleep=clock.sleep, rng=lambda: 0.0) == 7
     # The backoff slept 0 s, so the second attempt waited 0.5 s for its token.
     assert clock.sleeps == pytest.approx([0.0, 0.5])
 
@@ -236,11 +216,5 @@ async def test_retry_limiter_deadline_raises_rate_limit_timeout() -> None:
         raise AssertionError("must not be called")
 
     with pytest.raises(RateLimitTimeout):
-        await retry(
-            call,
-            classify=classify,
-            limiter=bucket,
-            deadline=clock.now + 1,
-            clock=clock,
-            sleep=clock.sleep,
-        )
+        await retry(call, classify=classify, limiter=bucket, deadline=clock.now + 1,
+                    clock=clock, sleep=clock.sleep)

@@ -25,13 +25,9 @@ def test_parse_profile() -> None:
         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
     )
     assert profile.cipher_suites == (
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    )
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384")
     assert profile.openssl_ciphers == (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-    )
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384")
     assert parse_profile("VersionTLS13").min_version == "VersionTLS13"
 
 
@@ -41,11 +37,8 @@ def test_parse_profile() -> None:
         ("VersionTLS10", None, "TLS 1.0 and 1.1 are not supported"),
         ("VersionTLS11", None, "TLS 1.0 and 1.1 are not supported"),
         ("TLS1.2", None, "unknown TLS version"),
-        (
-            "VersionTLS13",
-            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-            "cipherSuites may not be specified when minVersion is VersionTLS13",
-        ),
+        ("VersionTLS13", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+         "cipherSuites may not be specified when minVersion is VersionTLS13"),
         ("", "TLS_BOGUS", "cipher suite TLS_BOGUS not supported or doesn't exist"),
     ],
 )
@@ -64,8 +57,7 @@ async def handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -
     port = srv.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=client, server_hostname=name
-        )
+            "127.0.0.1", port, ssl=client, server_hostname=name)
         data = await reader.read()
         obj = writer.get_extra_info("ssl_object")
         writer.close()
@@ -131,11 +123,8 @@ def test_agent_tls_modes(tmp_path: object) -> None:
     (base / "ca.crt").write_text(ca.root_pem)
     (base / "client.crt").write_text(client.cert_pem)
     (base / "client.key").write_text(client.key_pem)
-    manual = AgentTLS(
-        ca_cert_file=str(base / "ca.crt"),
-        cert_file=str(base / "client.crt"),
-        cert_key=str(base / "client.key"),
-    )
+    manual = AgentTLS(ca_cert_file=str(base / "ca.crt"), cert_file=str(base / "client.crt"),
+                      cert_key=str(base / "client.key"))
     assert not manual.automatic
     assert manual.server_name("podvm-a-1") == "podvm-server"
     assert manual.server_material("podvm-a-1").server_cert == ""  # baked into the image

@@ -37,17 +37,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def _name(common_name: str, org: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
 
 
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+             ) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -66,48 +63,27 @@ def make_ca(org: str = "agent-protocol-forwarder") -> tuple[KeyPair, ec.Elliptic
     cert = (
         _builder(name, name, key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
         .sign(key, hashes.SHA256())
     )
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)), key
 
 
-def issue_server_cert(
-    ca: KeyPair,
-    ca_key: ec.EllipticCurvePrivateKey,
-    name: str = SERVER_NAME,
-    *,
-    client: bool = False,
-) -> KeyPair:
+def issue_server_cert(ca: KeyPair, ca_key: ec.EllipticCurvePrivateKey,
+                      name: str = SERVER_NAME, *, client: bool = False) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
     cert = (
         _builder(_name(name, "agent-protocol-forwarder"), ca_cert.subject, key.public_key())
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.ExtendedKeyUsage([
+            ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+            critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
@@ -148,12 +124,8 @@ class Pki:
 
 def make_pki() -> Pki:
     ca, ca_key = make_ca()
-    return Pki(
-        ca=ca,
-        server=issue_server_cert(ca, ca_key),
-        client=self_signed_client_cert(),
-        other_client=self_signed_client_cert("intruder"),
-    )
+    return Pki(ca=ca, server=issue_server_cert(ca, ca_key), client=self_signed_client_cert(),
+               other_client=self_signed_client_cert("intruder"))
 
 
 async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
@@ -211,8 +183,7 @@ class FakeAgent:
         self.seen.append(Seen(ctx.service, ctx.method, payload, ctx.metadata, ctx.timeout_nano))
         if ctx.service == "grpc.Health" and ctx.method == "Check":
             return health_pb2.HealthCheckResponse(
-                status=health_pb2.HealthCheckResponse.SERVING
-            ).SerializeToString()
+                status=health_pb2.HealthCheckResponse.SERVING).SerializeToString()
         if ctx.service == "grpc.Health" and ctx.method == "Version":
             return health_pb2.VersionCheckResponse(agent_version="fake-3.0").SerializeToString()
         if ctx.method == "WaitProcess":

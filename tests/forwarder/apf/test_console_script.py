@@ -39,9 +39,8 @@ class Running:
 
     async def client(self, pki: Pki) -> Client:
         context = client_context(pki.client.cert_pem, pki.client.key_pem, pki.ca.cert_pem)
-        return await Client.connect_tcp(
-            "127.0.0.1", self.port, ssl=context, server_hostname=SERVER_NAME
-        )
+        return await Client.connect_tcp("127.0.0.1", self.port, ssl=context,
+                                        server_hostname=SERVER_NAME)
 
 
 @pytest.fixture
@@ -57,19 +56,9 @@ async def running(pki: Pki, agent: FakeAgent, tmp_path: Path) -> AsyncIterator[R
     env["NOTIFY_SOCKET"] = notify_path
     with log.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            *command(),
-            "-config",
-            str(config),
-            "-listen",
-            "127.0.0.1:0",
-            "-kata-agent-socket",
-            agent.path,
-            "-pod-namespace",
-            "/run/netns/podns-test",
-            stdout=log_file,
-            stderr=log_file,
-            env=env,
-        )
+            *command(), "-config", str(config), "-listen", "127.0.0.1:0",
+            "-kata-agent-socket", agent.path, "-pod-namespace", "/run/netns/podns-test",
+            stdout=log_file, stderr=log_file, env=env)
     run = Running(process, notify, 0, log)
     try:
         ready = await run.next_notification()
@@ -84,26 +73,14 @@ async def running(pki: Pki, agent: FakeAgent, tmp_path: Path) -> AsyncIterator[R
         notify.close()
 
 
-async def test_serves_and_stops_cleanly_on_sigterm(
-    running: Running, pki: Pki, agent: FakeAgent
-) -> None:
+async def test_serves_and_stops_cleanly_on_sigterm(running: Running, pki: Pki,
+                                                   agent: FakeAgent) -> None:
     async with await running.client(pki) as client:
-        resp = await client.call(
-            "grpc.Health",
-            "Check",
-            health_pb2.CheckRequest(),
-            health_pb2.HealthCheckResponse,
-            timeout=20,
-        )
+        resp = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=20)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
-        await client.call_raw(
-            "grpc.AgentService",
-            "CreateSandbox",
-            agent_pb2.CreateSandboxRequest(
-                hostname="h", dns=["nameserver 10.96.0.10"]
-            ).SerializeToString(),
-            timeout=20,
-        )
+        await client.call_raw("grpc.AgentService", "CreateSandbox", agent_pb2.CreateSandboxRequest(
+            hostname="h", dns=["nameserver 10.96.0.10"]).SerializeToString(), timeout=20)
     got = agent_pb2.CreateSandboxRequest.FromString(agent.calls("CreateSandbox")[0].payload)
     assert got.hostname == "h" and list(got.dns) == []
 
@@ -115,14 +92,12 @@ async def test_serves_and_stops_cleanly_on_sigterm(
     assert pki.server.key_pem.splitlines()[1] not in text  # no key material in the log
 
 
-async def test_second_signal_exits_at_once(running: Running, pki: Pki, agent: FakeAgent) -> None:
+async def test_second_signal_exits_at_once(running: Running, pki: Pki,
+                                           agent: FakeAgent) -> None:
     async with await running.client(pki) as client:
         request = agent_pb2.WaitProcessRequest(container_id="c", exec_id="e")
-        waiting = asyncio.create_task(
-            client.call_raw(
-                "grpc.AgentService", "WaitProcess", request.SerializeToString(), timeout=60
-            )
-        )
+        waiting = asyncio.create_task(client.call_raw(
+            "grpc.AgentService", "WaitProcess", request.SerializeToString(), timeout=60))
         await wait_until(lambda: bool(agent.calls("WaitProcess")), limit=20)
         running.process.send_signal(signal.SIGTERM)
         assert await running.next_notification() == "STOPPING=1"
@@ -138,14 +113,8 @@ async def test_second_signal_exits_at_once(running: Running, pki: Pki, agent: Fa
 async def test_startup_failure_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     missing = tmp_path / "apf.json"
     process = await asyncio.create_subprocess_exec(
-        *command(),
-        "-config",
-        str(missing),
-        "-listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        *command(), "-config", str(missing), "-listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
     assert f"failed to open {missing}: No such file or directory" in err.decode()

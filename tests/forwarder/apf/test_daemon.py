@@ -35,12 +35,8 @@ def config(pki: Pki) -> ApfConfig:
 
 
 def options(agent: FakeAgent, port: int = 0) -> Options:
-    return Options(
-        listen_host="127.0.0.1",
-        listen_port=port,
-        kata_agent_socket=agent.path,
-        pod_namespace="/run/netns/podns-x",
-    )
+    return Options(listen_host="127.0.0.1", listen_port=port, kata_agent_socket=agent.path,
+                   pod_namespace="/run/netns/podns-x")
 
 
 async def test_network_is_set_up_before_listening_and_torn_down_last(
@@ -51,12 +47,8 @@ async def test_network_is_set_up_before_listening_and_torn_down_last(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink:
         sink.bind(notify_path)
         sink.settimeout(5)
-        fwd = Forwarder(
-            options(agent),
-            config(pki),
-            network_setup=net.setup,
-            environ={"NOTIFY_SOCKET": notify_path},
-        )
+        fwd = Forwarder(options(agent), config(pki), network_setup=net.setup,
+                        environ={"NOTIFY_SOCKET": notify_path})
         host, port = await fwd.start()
         assert net.events == ["setup vxlan /run/netns/podns-x"]
         assert sink.recv(4096).decode() == f"READY=1\nSTATUS=serving on {host}:{port}"
@@ -79,9 +71,8 @@ async def test_listen_failure_tears_the_network_down(pki: Pki, agent: FakeAgent)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         net = Network()
-        fwd = Forwarder(
-            options(agent, taken.getsockname()[1]), config(pki), network_setup=net.setup, environ={}
-        )
+        fwd = Forwarder(options(agent, taken.getsockname()[1]), config(pki),
+                        network_setup=net.setup, environ={})
         with pytest.raises(StartupError, match=r"failed to listen on 127\.0\.0\.1:"):
             await fwd.start()
     assert net.events == ["setup vxlan /run/netns/podns-x", "teardown"]
@@ -89,9 +80,8 @@ async def test_listen_failure_tears_the_network_down(pki: Pki, agent: FakeAgent)
 
 async def test_tls_error_comes_before_any_network_change(agent: FakeAgent) -> None:
     net = Network()
-    fwd = Forwarder(
-        options(agent), ApfConfig(pod_network=PodNetwork()), network_setup=net.setup, environ={}
-    )
+    fwd = Forwarder(options(agent), ApfConfig(pod_network=PodNetwork()), network_setup=net.setup,
+                    environ={})
     with pytest.raises(StartupError, match="no server certificate"):
         await fwd.start()
     assert net.events == []

@@ -40,13 +40,9 @@ def setup(tmp_path: Path) -> Setup:
 @pytest.fixture
 async def client(agent: FakeAgent, setup: Setup, tmp_path: Path) -> AsyncIterator[Client]:
     relay = AgentRelay(agent.path, dial_timeout=5)
-    interceptor = Interceptor(
-        relay,
-        pod_netns=NETNS,
-        pod="default/nginx",
-        is_mounted=mountinfo_checker(str(setup.mountinfo)),
-        mount_wait_limit=2.0,
-    )
+    interceptor = Interceptor(relay, pod_netns=NETNS, pod="default/nginx",
+                              is_mounted=mountinfo_checker(str(setup.mountinfo)),
+                              mount_wait_limit=2.0)
     server = Server()
     interceptor.register(server)
     path = str(tmp_path / "fwd.sock")
@@ -84,7 +80,8 @@ async def test_spec_without_oci_is_refused(client: Client, agent: FakeAgent) -> 
     assert agent.calls("CreateContainer") == []
 
 
-async def test_undecodable_create_container_is_an_error(client: Client, agent: FakeAgent) -> None:
+async def test_undecodable_create_container_is_an_error(client: Client, agent: FakeAgent
+                                                        ) -> None:
     with pytest.raises(TTRPCError) as info:
         await client.call_raw(AGENT, "CreateContainer", b"\x0a\xff", timeout=5)
     assert info.value.code == Code.INTERNAL
@@ -92,9 +89,8 @@ async def test_undecodable_create_container_is_an_error(client: Client, agent: F
     assert agent.seen == []
 
 
-async def test_cloud_volumes_fail_with_failed_precondition(
-    client: Client, agent: FakeAgent
-) -> None:
+async def test_cloud_volumes_fail_with_failed_precondition(client: Client,
+                                                           agent: FakeAgent) -> None:
     spec = oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: '{"vol-0":{"mount_point":"/data"}}'})
     with pytest.raises(TTRPCError) as info:
         await create(client, container(spec))
@@ -103,32 +99,27 @@ async def test_cloud_volumes_fail_with_failed_precondition(
     assert agent.calls("CreateContainer") == []
 
 
-async def test_empty_cloud_volumes_annotation_is_no_volume(
-    client: Client, agent: FakeAgent
-) -> None:
+async def test_empty_cloud_volumes_annotation_is_no_volume(client: Client,
+                                                           agent: FakeAgent) -> None:
     await create(client, container(oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: ""})))
     assert len(agent.calls("CreateContainer")) == 1
 
 
-async def test_missing_bind_sources_become_directories(
-    client: Client, agent: FakeAgent, tmp_path: Path
-) -> None:
+async def test_missing_bind_sources_become_directories(client: Client, agent: FakeAgent,
+                                                       tmp_path: Path) -> None:
     by_type = tmp_path / "host" / "by-type"
     by_option = tmp_path / "host" / "by-rbind"
     not_bind = tmp_path / "host" / "tmpfs"
     existing_file = tmp_path / "resolv.conf"
     existing_file.write_text("x")
-    spec = oci_pb2.Spec(
-        Mounts=[
-            oci_pb2.Mount(destination="/a", source=str(by_type), type="bind", options=["ro"]),
-            oci_pb2.Mount(
-                destination="/b", source=str(by_option), type="none", options=["rbind", "rw"]
-            ),
-            oci_pb2.Mount(destination="/c", source=str(not_bind), type="tmpfs"),
-            oci_pb2.Mount(destination="/etc/resolv.conf", source=str(existing_file), type="bind"),
-            oci_pb2.Mount(destination="/d", source="relative/dir", type="bind"),
-        ]
-    )
+    spec = oci_pb2.Spec(Mounts=[
+        oci_pb2.Mount(destination="/a", source=str(by_type), type="bind", options=["ro"]),
+        oci_pb2.Mount(destination="/b", source=str(by_option), type="none",
+                      options=["rbind", "rw"]),
+        oci_pb2.Mount(destination="/c", source=str(not_bind), type="tmpfs"),
+        oci_pb2.Mount(destination="/etc/resolv.conf", source=str(existing_file), type="bind"),
+        oci_pb2.Mount(destination="/d", source="relative/dir", type="bind"),
+    ])
     await create(client, container(spec))
     assert by_type.is_dir() and by_option.is_dir()
     assert not not_bind.exists()
@@ -136,15 +127,13 @@ async def test_missing_bind_sources_become_directories(
     assert [m.source for m in forwarded(agent).OCI.Mounts][:2] == [str(by_type), str(by_option)]
 
 
-async def test_waits_for_csi_target_path_mount(
-    client: Client, agent: FakeAgent, setup: Setup, tmp_path: Path
-) -> None:
+async def test_waits_for_csi_target_path_mount(client: Client, agent: FakeAgent,
+                                               setup: Setup, tmp_path: Path) -> None:
     target = tmp_path / "kubelet" / "pods" / "u" / "volumes" / "kubernetes.io~csi" / "pv 1"
     target.mkdir(parents=True)
     spec = oci_pb2.Spec(
         Annotations={VOLUME_TARGET_PATH_KEY: f"/other/path, {target}"},
-        Mounts=[oci_pb2.Mount(destination="/data", source=str(target), type="bind")],
-    )
+        Mounts=[oci_pb2.Mount(destination="/data", source=str(target), type="bind")])
     call = asyncio.create_task(create(client, container(spec)))
     await asyncio.sleep(0.4)
     assert not call.done()
@@ -154,15 +143,13 @@ async def test_waits_for_csi_target_path_mount(
     assert len(agent.calls("CreateContainer")) == 1
 
 
-async def test_csi_target_path_never_mounted_fails(
-    client: Client, agent: FakeAgent, tmp_path: Path
-) -> None:
+async def test_csi_target_path_never_mounted_fails(client: Client, agent: FakeAgent,
+                                                   tmp_path: Path) -> None:
     target = tmp_path / "never-mounted"
     target.mkdir()
     spec = oci_pb2.Spec(
         Annotations={VOLUME_TARGET_PATH_KEY: str(target)},
-        Mounts=[oci_pb2.Mount(destination="/data", source=str(target), type="bind")],
-    )
+        Mounts=[oci_pb2.Mount(destination="/data", source=str(target), type="bind")])
     with pytest.raises(TTRPCError) as info:
         await create(client, container(spec))
     assert info.value.code == Code.DEADLINE_EXCEEDED
@@ -181,9 +168,8 @@ async def test_logged_only_calls_pass_unchanged(client: Client, agent: FakeAgent
         assert agent.calls(method)[0].payload == payload
 
 
-async def test_create_sandbox_without_dns_is_not_reencoded(
-    client: Client, agent: FakeAgent
-) -> None:
+async def test_create_sandbox_without_dns_is_not_reencoded(client: Client,
+                                                           agent: FakeAgent) -> None:
     payload = agent_pb2.CreateSandboxRequest(hostname="h", sandbox_id="s").SerializeToString()
     payload += b"\x98\x06\x01"  # an unknown field stays where it was
     await client.call_raw(AGENT, "CreateSandbox", payload, timeout=5)

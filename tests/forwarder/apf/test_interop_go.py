@@ -23,14 +23,10 @@ async def address() -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="apf-interop-") as tmp:
         agent_path = str(Path(tmp) / "agent.sock")
         async with GoServer(f"unix:{agent_path}"):
-            options = Options(
-                config_path=str(Path(tmp) / "apf.json"),
-                listen_host="127.0.0.1",
-                listen_port=0,
-                kata_agent_socket=agent_path,
-                disable_tls=True,
-            )
-            forwarder = Forwarder(options, ApfConfig(pod_namespace="ns", pod_name="p"), environ={})
+            options = Options(config_path=str(Path(tmp) / "apf.json"), listen_host="127.0.0.1",
+                              listen_port=0, kata_agent_socket=agent_path, disable_tls=True)
+            forwarder = Forwarder(options, ApfConfig(pod_namespace="ns", pod_name="p"),
+                                  environ={})
             host, port = await forwarder.start()
             try:
                 yield f"tcp:{host}:{port}"

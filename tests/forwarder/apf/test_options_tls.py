@@ -29,38 +29,16 @@ def test_defaults_are_upstreams() -> None:
 
 
 def test_go_and_gnu_flag_spellings() -> None:
-    options, _ = parse_options(
-        [
-            "-config",
-            "/etc/apf.json",
-            "--listen=[::1]:1234",
-            "-kata-agent-socket=/a.sock",
-            "--pod-namespace",
-            "/run/netns/x",
-            "-host-interface",
-            "eth1",
-            "-ca-cert-file",
-            "/ca",
-            "-cert-file=/c",
-            "-cert-key",
-            "/k",
-            "-tls-skip-verify",
-            "--disable-tls=false",
-        ]
-    )
+    options, _ = parse_options([
+        "-config", "/etc/apf.json", "--listen=[::1]:1234", "-kata-agent-socket=/a.sock",
+        "--pod-namespace", "/run/netns/x", "-host-interface", "eth1", "-ca-cert-file", "/ca",
+        "-cert-file=/c", "-cert-key", "/k", "-tls-skip-verify", "--disable-tls=false",
+    ])
     assert options == Options(
-        config_path="/etc/apf.json",
-        listen_host="::1",
-        listen_port=1234,
-        kata_agent_socket="/a.sock",
-        pod_namespace="/run/netns/x",
-        host_interface="eth1",
-        ca_cert_file="/ca",
-        cert_file="/c",
-        cert_key="/k",
-        tls_skip_verify=True,
-        disable_tls=False,
-    )
+        config_path="/etc/apf.json", listen_host="::1", listen_port=1234,
+        kata_agent_socket="/a.sock", pod_namespace="/run/netns/x", host_interface="eth1",
+        ca_cert_file="/ca", cert_file="/c", cert_key="/k", tls_skip_verify=True,
+        disable_tls=False)
     assert options.listen_addr == "[::1]:1234"
     assert parse_options(["-disable-tls"])[0].disable_tls
     assert parse_options(["-version"])[0].show_version
@@ -68,18 +46,15 @@ def test_go_and_gnu_flag_spellings() -> None:
     assert parse_options(["-help"])[1]
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["-nope"], "flag provided but not defined: -nope"),
-        (["-config"], "flag needs an argument: -config"),
-        (["-disable-tls=maybe"], "invalid boolean value"),
-        (["-disable-tls", "false"], "unexpected argument 'false'"),
-        (["-listen", "15150"], "missing port"),
-        (["-listen", "x:99999"], "port out of range"),
-        (["-listen", "::1:80"], "IPv6 hosts need brackets"),
-    ],
-)
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-nope"], "flag provided but not defined: -nope"),
+    (["-config"], "flag needs an argument: -config"),
+    (["-disable-tls=maybe"], "invalid boolean value"),
+    (["-disable-tls", "false"], "unexpected argument 'false'"),
+    (["-listen", "15150"], "missing port"),
+    (["-listen", "x:99999"], "port out of range"),
+    (["-listen", "::1:80"], "IPv6 hosts need brackets"),
+])
 def test_bad_command_lines(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_options(argv)
@@ -155,17 +130,18 @@ def test_tls_on_without_certificate_is_a_clear_error() -> None:
 
 def test_unreadable_and_invalid_material(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(TLSSetupError, match="cannot read certificate file"):
-        build_server_context(_options(cert_file=str(tmp_path / "x"), cert_key="/k"), ApfConfig())
+        build_server_context(_options(cert_file=str(tmp_path / "x"), cert_key="/k"),
+                             ApfConfig())
     broken = loads(pki.apf_json(**{"tls-server-cert": "garbage"}))
     with pytest.raises(TLSSetupError, match="TLS setup failed"):
         build_server_context(_options(), broken)
     with pytest.raises(TLSSetupError, match=r"TLS 1\.0 and 1\.1 are not supported"):
-        build_server_context(_options(), loads(pki.apf_json(**{"tls-min-version": "VersionTLS11"})))
+        build_server_context(_options(), loads(pki.apf_json(**{
+            "tls-min-version": "VersionTLS11"})))
 
 
 async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> None:
     """A TLS handshake plus one byte each way over loopback."""
-
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             writer.write(await reader.readexactly(1))
@@ -179,8 +155,7 @@ async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> None:
     port = listener.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=client, server_hostname=SERVER_NAME
-        )
+            "127.0.0.1", port, ssl=client, server_hostname=SERVER_NAME)
         writer.write(b"x")
         await writer.drain()
         assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
@@ -196,11 +171,8 @@ async def test_flag_files_override_apf_json(tmp_path: Path, pki: Pki) -> None:
     (tmp_path / "tls.crt").write_text(manual.cert_pem)
     (tmp_path / "tls.key").write_text(manual.key_pem)
     (tmp_path / "ca.crt").write_text(ca.cert_pem)
-    options = _options(
-        cert_file=str(tmp_path / "tls.crt"),
-        cert_key=str(tmp_path / "tls.key"),
-        ca_cert_file=str(tmp_path / "ca.crt"),
-    )
+    options = _options(cert_file=str(tmp_path / "tls.crt"), cert_key=str(tmp_path / "tls.key"),
+                       ca_cert_file=str(tmp_path / "ca.crt"))
     server = build_server_context(options, loads(pki.apf_json()))
     assert server is not None
     # The client must now trust the manual CA, and present a cert the manual CA signed.

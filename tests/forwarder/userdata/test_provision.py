@@ -100,10 +100,7 @@ async def test_config_drive_writes_files_and_initdata(
 
     assert result.source == "file"
     assert set(result.written) == {
-        APF_JSON_PATH,
-        AUTH_JSON_PATH,
-        INITDATA_PATH,
-        SCRATCH_SPACE_MARKER_PATH,
+        APF_JSON_PATH, AUTH_JSON_PATH, INITDATA_PATH, SCRATCH_SPACE_MARKER_PATH
     }
     assert result.refused == ()
     # JSON without a final newline comes back with one (YAML literal block), same document.
@@ -121,14 +118,8 @@ async def test_config_drive_writes_files_and_initdata(
     assert not result.pcr8_extended
     # Only these files, nothing for the ignored initdata keys, no temp files left over.
     assert _tree(root) == {
-        "apf.json",
-        "auth.json",
-        "initdata",
-        "scratch-space.marker",
-        "aa.toml",
-        "cdh.toml",
-        "policy.rego",
-        "initdata.digest",
+        "apf.json", "auth.json", "initdata", "scratch-space.marker",
+        "aa.toml", "cdh.toml", "policy.rego", "initdata.digest",
     }
     for name in _tree(root):
         assert _mode(root / name) == 0o600, name
@@ -165,7 +156,9 @@ async def test_disallowed_paths_are_refused_and_nothing_escapes(
     assert (config.peerpod_dir / "apf.json").read_text() == APF + "\n"
     # policy.rego and the digest come from initdata only.
     assert "evil" not in (config.peerpod_dir / "policy.rego").read_text()
-    assert (config.peerpod_dir / "initdata.digest").read_text() == hashlib.sha384(TOML).hexdigest()
+    assert (config.peerpod_dir / "initdata.digest").read_text() == hashlib.sha384(
+        TOML
+    ).hexdigest()
 
 
 async def test_symlink_at_target_is_refused(tmp_path: Path, config: ProvisionConfig) -> None:
@@ -200,7 +193,7 @@ async def test_no_initdata_writes_the_dummy(config: ProvisionConfig) -> None:
     result = await provision_files(config)
 
     root = config.peerpod_dir
-    dummy = b"algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = '''\n'''"
+    dummy = b'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n"aa.toml" = \'\'\'\n\'\'\''
     assert initdata.decode((root / "initdata").read_text()) == dummy
     assert (root / "aa.toml").read_text() == ""
     assert result.digest == hashlib.sha256(dummy).hexdigest()

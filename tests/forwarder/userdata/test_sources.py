@@ -63,7 +63,9 @@ async def test_aws_falls_back_to_imdsv1(serve: Serve, config: ProvisionConfig) -
     assert "X-aws-ec2-metadata-token" not in get.headers
 
 
-async def test_aws_token_timeout_falls_back(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_aws_token_timeout_falls_back(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
     release = asyncio.Event()
 
     async def slow_token(request: web.Request) -> web.Response:
@@ -135,7 +137,9 @@ async def test_azure_requires_metadata_header(serve: Serve) -> None:
             await sources.http_get(session, base + sources.AZURE_USER_DATA_PATH, {})
 
 
-async def test_azure_retries_500_twice_then_succeeds(serve: Serve, config: ProvisionConfig) -> None:
+async def test_azure_retries_500_twice_then_succeeds(
+    serve: Serve, config: ProvisionConfig
+) -> None:
     imds = AzureImds(USER_DATA)
     imds.script.before = [500, 500]
     config = replace(

@@ -101,10 +101,8 @@ async def test_unknown_service_and_method_are_unimplemented(server: Server) -> N
     with pytest.raises(TTRPCError) as info:
         await client.call_raw("nope.Service", "Any", b"")
     assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "service nope.Service")
-    server.register(
-        "typed.Service/Known",
-        Method(_typed_echo, wrappers_pb2.StringValue, wrappers_pb2.StringValue),
-    )
+    server.register("typed.Service/Known", Method(_typed_echo, wrappers_pb2.StringValue,
+                                                 wrappers_pb2.StringValue))
     with pytest.raises(TTRPCError) as info:
         await client.call_raw("typed.Service", "Unknown", b"")
     assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "method Unknown")
@@ -327,10 +325,8 @@ async def test_tcp_transport(server: Server) -> None:
 
 
 def _cert(
-    name: str,
-    issuer_key: ec.EllipticCurvePrivateKey | None = None,
-    issuer: x509.Name | None = None,
-    ca: bool = False,
+    name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None,
+    issuer: x509.Name | None = None, ca: bool = False,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -354,13 +350,9 @@ def _write_pair(
     path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
 ) -> tuple[str, str]:
     key_file, cert_file = path.with_suffix(".key"), path.with_suffix(".crt")
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return str(cert_file), str(key_file)
 

@@ -13,9 +13,8 @@ from protocols.ttrpc.messages import (
 )
 
 EXAMPLE_A = bytes.fromhex(
-    "0000001a 00000001 01 00 0a0b 677270632e4865616c7468 1205 436865636b 2080d88ee16f".replace(
-        " ", ""
-    )
+    "0000001a 00000001 01 00 0a0b 677270632e4865616c7468 1205 436865636b 2080d88ee16f"
+    .replace(" ", "")
 )
 CREATE_VM_PAYLOAD = (
     b"\x0a\x03sb1"
@@ -37,8 +36,7 @@ def test_example_b_start_vm_request() -> None:
     expected = bytes.fromhex(
         "00000027000000030100"
         "0a1568797065727669736f722e48797065727669736f72"
-        "1207537461727456"
-        "4d"
+        "1207537461727456" "4d"
         "1a050a03616263"
     )
     request = Request("hypervisor.Hypervisor", "StartVM", bytes.fromhex("0a03616263"))

@@ -73,20 +73,18 @@ def _root_gib(image: dict[str, Any]) -> int:
 @pytest.fixture(scope="session")
 def world(moto: MotoServer, ec2: Any) -> World:
     images = [
-        image
-        for image in ec2.describe_images(
+        image for image in ec2.describe_images(
             Owners=["amazon"],
             Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*", "ubuntu/images/hvm-ssd/*"]}],
         )["Images"]
-        if image.get("Platform") != "windows"
-        and image.get("RootDeviceName")
+        if image.get("Platform") != "windows" and image.get("RootDeviceName")
         and image.get("BlockDeviceMappings")
     ]
     first, second = images[0], images[1]
     subnet = ec2.describe_subnets()["Subnets"][0]
-    group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [subnet["VpcId"]]}])[
-        "SecurityGroups"
-    ][0]
+    group = ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [subnet["VpcId"]]}]
+    )["SecurityGroups"][0]
     ec2.create_launch_template(
         LaunchTemplateName=LAUNCH_TEMPLATE,
         LaunchTemplateData={"ImageId": first["ImageId"], "InstanceType": "m6a.large"},
@@ -137,7 +135,9 @@ ProviderFactory = Callable[..., AwsProvider]
 
 
 @pytest.fixture
-async def make_provider(world: World, proxy: Ec2Proxy, node: str) -> AsyncIterator[ProviderFactory]:
+async def make_provider(
+    world: World, proxy: Ec2Proxy, node: str
+) -> AsyncIterator[ProviderFactory]:
     made: list[AwsProvider] = []
 
     def factory(*, endpoint: str | None = None, **overrides: Any) -> AwsProvider:
@@ -154,12 +154,8 @@ async def make_provider(world: World, proxy: Ec2Proxy, node: str) -> AsyncIterat
 
 
 def make_request(
-    node: str,
-    *,
-    sandbox_id: str | None = None,
-    spec: InstanceSpec | None = None,
-    user_data: bytes = USER_DATA,
-    pod: str = "nginx",
+    node: str, *, sandbox_id: str | None = None, spec: InstanceSpec | None = None,
+    user_data: bytes = USER_DATA, pod: str = "nginx",
 ) -> InstanceRequest:
     sid = sandbox_id or uuid.uuid4().hex + uuid.uuid4().hex
     return InstanceRequest(
@@ -181,3 +177,4 @@ def alive_ids(ec2: Any, tags: Mapping[str, str]) -> set[str]:
         for reservation in page["Reservations"]:
             found.update(i["InstanceId"] for i in reservation["Instances"])
     return found
+

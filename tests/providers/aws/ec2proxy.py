@@ -161,8 +161,7 @@ class Ec2Proxy:
     async def _forward(self, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
         assert self._session is not None
         headers = {
-            k: v
-            for k, v in request.headers.items()
+            k: v for k, v in request.headers.items()
             if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")
         }
         started = time.perf_counter()
@@ -175,3 +174,4 @@ class Ec2Proxy:
         self.upstream_seconds += time.perf_counter() - started
         self.upstream_calls += 1
         return status, payload, content_type
+

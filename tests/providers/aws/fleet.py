@@ -80,7 +80,9 @@ class TimedEc2Proxy(Ec2Proxy):
         try:
             return await super()._forward(request, body)
         finally:
-            self.intervals.append((params.get("Action", ""), started, time.monotonic(), sandbox))
+            self.intervals.append(
+                (params.get("Action", ""), started, time.monotonic(), sandbox)
+            )
 
 
 def _sandbox_tag(params: dict[str, str]) -> str:
@@ -125,23 +127,17 @@ class Fleet:
     def _ec2(self) -> Any:
         if self._client is None:
             self._client = boto3.client(
-                "ec2",
-                region_name=REGION,
-                endpoint_url=self.endpoint,
-                aws_access_key_id="fleet",
-                aws_secret_access_key="fleet-secret",
-                config=Config(
-                    retries={"total_max_attempts": 3}, max_pool_connections=BOOT_CONCURRENCY + 2
-                ),
+                "ec2", region_name=REGION, endpoint_url=self.endpoint,
+                aws_access_key_id="fleet", aws_secret_access_key="fleet-secret",
+                config=Config(retries={"total_max_attempts": 3},
+                              max_pool_connections=BOOT_CONCURRENCY + 2),
             )
         return self._client
 
     def _instances(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        pages = (
-            self._ec2()
-            .get_paginator("describe_instances")
-            .paginate(Filters=[{"Name": f"tag:{NODE_TAG}", "Values": [self.node]}])
+        pages = self._ec2().get_paginator("describe_instances").paginate(
+            Filters=[{"Name": f"tag:{NODE_TAG}", "Values": [self.node]}]
         )
         for page in pages:
             for reservation in page["Reservations"]:
@@ -182,36 +178,21 @@ class Fleet:
             return  # not there yet: the next poll looks again
         try:
             user_data = await asyncio.to_thread(self._user_data, instance_id)
-            forwarder = TestForwarder(
-                user_data, ip, self.port, agent_socket(self.agents_dir, sandbox_id)
-            )
+            forwarder = TestForwarder(user_data, ip, self.port,
+                                      agent_socket(self.agents_dir, sandbox_id))
             await asyncio.to_thread(add_loopback_address, ip)
             self.addresses[instance_id] = ip
             await forwarder.start()
         except Exception as exc:
             self.failed.add(instance_id)
-            self.emit(
-                {
-                    "event": "failed",
-                    "instance": instance_id,
-                    "ip": ip,
-                    "sandbox": sandbox_id,
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
-            )
+            self.emit({"event": "failed", "instance": instance_id, "ip": ip,
+                       "sandbox": sandbox_id, "error": f"{type(exc).__name__}: {exc}"})
             return
         self.forwarders[instance_id] = forwarder
-        self.emit(
-            {
-                "event": "started",
-                "instance": instance_id,
-                "ip": ip,
-                "sandbox": sandbox_id,
-                "tls": forwarder.tls,
-                "pod": forwarder.config.pod_name,
-                "namespace": forwarder.config.pod_namespace,
-            }
-        )
+        self.emit({"event": "started", "instance": instance_id, "ip": ip,
+                   "sandbox": sandbox_id, "tls": forwarder.tls,
+                   "pod": forwarder.config.pod_name,
+                   "namespace": forwarder.config.pod_namespace})
 
     async def _retire(self, instance_id: str, state: str) -> None:
         forwarder = self.forwarders.pop(instance_id, None)
@@ -248,9 +229,8 @@ async def main_async(args: argparse.Namespace) -> int:
             proxy = TimedEc2Proxy(upstream=args.endpoint)
             proxy.intervals = []
             await proxy.start()
-        fleet = Fleet(
-            args.endpoint, args.node, args.port, args.agents, emit, poll_interval=args.poll_interval
-        )
+        fleet = Fleet(args.endpoint, args.node, args.port, args.agents, emit,
+                      poll_interval=args.poll_interval)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -277,12 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", required=True, help="JSON-lines event file")
     parser.add_argument("--proxy-stats", default="", help="serve a timed EC2 proxy; stats file")
     parser.add_argument("--poll-interval", type=float, default=POLL_INTERVAL)
-    parser.add_argument(
-        "--not-in-netns",
-        type=int,
-        required=True,
-        help="inode of the machine's network namespace (see netns_id)",
-    )
+    parser.add_argument("--not-in-netns", type=int, required=True,
+                        help="inode of the machine's network namespace (see netns_id)")
     args = parser.parse_args(argv)
     if netns_id() == args.not_in_netns:
         print("fleet: refusing to run in the machine's own network namespace", file=sys.stderr)

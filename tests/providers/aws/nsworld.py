@@ -75,9 +75,7 @@ class NetnsExecutor:
 
     def __init__(self, netns_path: str) -> None:
         self._pool = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="netns",
-            initializer=_enter_netns,
+            max_workers=1, thread_name_prefix="netns", initializer=_enter_netns,
             initargs=(netns_path,),
         )
 
@@ -112,41 +110,25 @@ class Ec2View:
     def _call(self, action: str, kwargs: Mapping[str, Any]) -> Any:
         if self._client is None:
             self._client = boto3.client(
-                "ec2",
-                region_name=REGION,
-                endpoint_url=self._endpoint,
-                aws_access_key_id="checker",
-                aws_secret_access_key="checker-secret",
+                "ec2", region_name=REGION, endpoint_url=self._endpoint,
+                aws_access_key_id="checker", aws_secret_access_key="checker-secret",
             )
         return getattr(self._client, action)(**kwargs)
 
     async def world(self) -> Ec2World:
-        images = (
-            await self.call(
-                "describe_images",
-                Owners=["amazon"],
-                Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*", "ubuntu/images/hvm-ssd/*"]}],
-            )
-        )["Images"]
-        usable = [
-            i
-            for i in images
-            if i.get("Platform") != "windows"
-            and i.get("RootDeviceName")
-            and i.get("BlockDeviceMappings")
-        ]
+        images = (await self.call(
+            "describe_images", Owners=["amazon"],
+            Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*", "ubuntu/images/hvm-ssd/*"]}],
+        ))["Images"]
+        usable = [i for i in images if i.get("Platform") != "windows"
+                  and i.get("RootDeviceName") and i.get("BlockDeviceMappings")]
         subnet = (await self.call("describe_subnets"))["Subnets"][0]
-        group = (
-            await self.call(
-                "describe_security_groups",
-                Filters=[{"Name": "vpc-id", "Values": [subnet["VpcId"]]}],
-            )
-        )["SecurityGroups"][0]
-        return Ec2World(
-            ami=usable[0]["ImageId"],
-            subnet_id=subnet["SubnetId"],
-            security_group_id=group["GroupId"],
-        )
+        group = (await self.call(
+            "describe_security_groups",
+            Filters=[{"Name": "vpc-id", "Values": [subnet["VpcId"]]}],
+        ))["SecurityGroups"][0]
+        return Ec2World(ami=usable[0]["ImageId"], subnet_id=subnet["SubnetId"],
+                        security_group_id=group["GroupId"])
 
     async def instances(self, node: str) -> list[dict[str, Any]]:
         """Every instance tagged with ``node``, whatever its state."""
@@ -170,7 +152,8 @@ def _adaptor_command() -> list[str]:
 def _spawn(argv: list[str], log_path: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start ``argv`` from the repository root with its output appended to ``log_path``."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=REPO, env=dict(env), stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, grace: float) -> int | None:
@@ -248,12 +231,8 @@ class AwsAdaptorWorld:
             return ""
 
     async def start_adaptor(
-        self,
-        extra_env: Mapping[str, str] | None = None,
-        *,
-        command: list[str] | None = None,
-        endpoint: str | None = None,
-        timeout: float = 60.0,
+        self, extra_env: Mapping[str, str] | None = None, *,
+        command: list[str] | None = None, endpoint: str | None = None, timeout: float = 60.0,
     ) -> subprocess.Popen[bytes]:
         """``cloud-api-adaptor aws`` in the namespace; returns once its socket answers."""
         env = {
@@ -284,9 +263,8 @@ class AwsAdaptorWorld:
         }
         self.adaptor_env = env
         argv = command or [*_adaptor_command(), "aws"]
-        self.adaptor = _spawn(
-            ["ip", "netns", "exec", self.ns.name, *argv], self.adaptor_log_path, env
-        )
+        self.adaptor = _spawn(["ip", "netns", "exec", self.ns.name, *argv],
+                              self.adaptor_log_path, env)
         await self._wait_socket(timeout)
         return self.adaptor
 
@@ -302,13 +280,9 @@ class AwsAdaptorWorld:
                     )
                 try:
                     async with await Client.connect_unix(self.socket) as client:
-                        await client.call(
-                            "hypervisor.Hypervisor",
-                            "Version",
-                            hypervisor_pb2.VersionRequest(),
-                            hypervisor_pb2.VersionResponse,
-                            timeout=2,
-                        )
+                        await client.call("hypervisor.Hypervisor", "Version",
+                                          hypervisor_pb2.VersionRequest(),
+                                          hypervisor_pb2.VersionResponse, timeout=2)
                     return
                 except (OSError, ConnectionClosed, TTRPCError):
                     await asyncio.sleep(0.1)
@@ -323,9 +297,8 @@ class AwsAdaptorWorld:
         return _stop(self.fleet, grace)
 
 
-async def _wait_moto(
-    executor: NetnsExecutor, proc: subprocess.Popen[bytes], timeout: float
-) -> None:
+async def _wait_moto(executor: NetnsExecutor, proc: subprocess.Popen[bytes],
+                     timeout: float) -> None:
     url = f"http://127.0.0.1:{MOTO_PORT}/moto-api/"
 
     def probe() -> bool:
@@ -351,9 +324,8 @@ async def _wait_fleet(world: AwsAdaptorWorld, timeout: float) -> dict[str, Any]:
             if ready:
                 return ready[0]
             if world.fleet.poll() is not None:
-                raise AssertionError(
-                    f"fleet exited with {world.fleet.returncode}: {world.fleet_log()[-3000:]}"
-                )
+                raise AssertionError(f"fleet exited with {world.fleet.returncode}: "
+                                     f"{world.fleet_log()[-3000:]}")
             await asyncio.sleep(0.05)
 
 
@@ -366,10 +338,7 @@ def _moto_command() -> list[str]:
 
 @contextlib.asynccontextmanager
 async def aws_adaptor_world(
-    node: str,
-    *,
-    timed_proxy: bool = False,
-    fleet_poll: float = 0.1,
+    node: str, *, timed_proxy: bool = False, fleet_poll: float = 0.1,
     keep_dir: bool = False,
 ) -> AsyncIterator[AwsAdaptorWorld]:
     """Namespace + moto_server + fleet in it (the adaptor is started by the caller with
@@ -384,60 +353,27 @@ async def aws_adaptor_world(
     try:
         ns = pool.create("aws")
         executor = NetnsExecutor(ns.path)
-        moto_env = {
-            **os.environ,
-            "MOTO_ENABLE_AMI_VALIDATION": "true",
-            "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
-        }
-        moto = _spawn(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns.name,
-                *_moto_command(),
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(MOTO_PORT),
-            ],
-            os.path.join(root, "moto.log"),
-            moto_env,
-        )
+        moto_env = {**os.environ, "MOTO_ENABLE_AMI_VALIDATION": "true",
+                    "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true"}
+        moto = _spawn(["ip", "netns", "exec", ns.name, *_moto_command(),
+                       "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+                      os.path.join(root, "moto.log"), moto_env)
         await _wait_moto(executor, moto, 30.0)
         ec2 = Ec2View(executor, f"http://127.0.0.1:{MOTO_PORT}")
         found = await ec2.world()
         fleet_argv = [
-            "ip",
-            "netns",
-            "exec",
-            ns.name,
-            _python(),
-            "-m",
-            "tests.providers.aws.fleet",
-            "--endpoint",
-            f"http://127.0.0.1:{MOTO_PORT}",
-            "--node",
-            node,
-            "--port",
-            str(FORWARDER_PORT),
-            "--agents",
-            os.path.join(root, "agents"),
-            "--events",
-            os.path.join(root, "fleet.jsonl"),
-            "--poll-interval",
-            str(fleet_poll),
-            "--not-in-netns",
-            str(netns_id()),
+            "ip", "netns", "exec", ns.name, _python(), "-m", "tests.providers.aws.fleet",
+            "--endpoint", f"http://127.0.0.1:{MOTO_PORT}", "--node", node,
+            "--port", str(FORWARDER_PORT), "--agents", os.path.join(root, "agents"),
+            "--events", os.path.join(root, "fleet.jsonl"),
+            "--poll-interval", str(fleet_poll), "--not-in-netns", str(netns_id()),
         ]
         if timed_proxy:
             fleet_argv += ["--proxy-stats", os.path.join(root, "proxy-stats.json")]
-        fleet = _spawn(
-            fleet_argv, os.path.join(root, "fleet.log"), {**os.environ, "PYTHONPATH": REPO}
-        )
-        world = AwsAdaptorWorld(
-            root=root, ns=ns, node=node, ec2=ec2, world=found, moto=moto, fleet=fleet
-        )
+        fleet = _spawn(fleet_argv, os.path.join(root, "fleet.log"),
+                       {**os.environ, "PYTHONPATH": REPO})
+        world = AwsAdaptorWorld(root=root, ns=ns, node=node, ec2=ec2, world=found,
+                                moto=moto, fleet=fleet)
         await _wait_fleet(world, 30.0)
         yield world
     finally:

@@ -47,13 +47,11 @@ async def test_verify_config_unknown_subnet_and_groups(make_provider: ProviderFa
 
 
 async def test_verify_config_launch_template(make_provider: ProviderFactory) -> None:
-    await make_provider(
-        use_launch_template=True, launch_template_name=LAUNCH_TEMPLATE
-    ).verify_config()
+    await make_provider(use_launch_template=True,
+                        launch_template_name=LAUNCH_TEMPLATE).verify_config()
     with pytest.raises(ConfigError, match="launch template no-such-template"):
-        await make_provider(
-            use_launch_template=True, launch_template_name="no-such-template"
-        ).verify_config()
+        await make_provider(use_launch_template=True,
+                            launch_template_name="no-such-template").verify_config()
 
 
 async def test_instance_types_default_only(make_provider: ProviderFactory) -> None:
@@ -70,14 +68,8 @@ async def test_instance_types_allow_list(make_provider: ProviderFactory, ec2: An
     expected = []
     for item in ec2.describe_instance_types(InstanceTypes=list(names))["InstanceTypes"]:
         gpus = sum(g["Count"] for g in item.get("GpuInfo", {}).get("Gpus", []))
-        expected.append(
-            InstanceTypeInfo(
-                item["InstanceType"],
-                item["VCpuInfo"]["DefaultVCpus"],
-                item["MemoryInfo"]["SizeInMiB"],
-                gpus,
-            )
-        )
+        expected.append(InstanceTypeInfo(item["InstanceType"], item["VCpuInfo"]["DefaultVCpus"],
+                                         item["MemoryInfo"]["SizeInMiB"], gpus))
     assert set(catalogue.specs) == set(expected)
     assert [s.name for s in catalogue.specs] == list(names)
     assert {s.name: s.gpus for s in catalogue.specs}["g4dn.xlarge"] == 1

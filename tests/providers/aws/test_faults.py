@@ -17,9 +17,8 @@ from tests.providers.aws.ec2proxy import Ec2Proxy, Fault
 async def test_hundred_creates_with_a_fifth_throttled_all_succeed(
     make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
 ) -> None:
-    proxy.faults.append(
-        Fault(code="RequestLimitExceeded", status=503, rate=0.2, message="Request limit exceeded.")
-    )
+    proxy.faults.append(Fault(code="RequestLimitExceeded", status=503, rate=0.2,
+                              message="Request limit exceeded."))
     provider = make_provider()
     requests = [make_request(node) for _ in range(100)]
     async with asyncio.timeout(90):
@@ -30,8 +29,7 @@ async def test_hundred_creates_with_a_fifth_throttled_all_succeed(
     throttled = [r for r in proxy.requests if r.injected == "RequestLimitExceeded"]
     assert len(throttled) >= 20  # about a fifth of some 300 calls were refused
     assert {r.params["ClientToken"] for r in proxy.calls("RunInstances") if not r.injected} == {
-        r.params["ClientToken"] for r in proxy.calls("RunInstances")
-    }
+        r.params["ClientToken"] for r in proxy.calls("RunInstances")}
     assert alive_ids(ec2, {NODE_TAG: node}) == {i.id for i in instances}
 
     await asyncio.gather(*(provider.delete_instance(i.id) for i in instances))
@@ -41,14 +39,9 @@ async def test_hundred_creates_with_a_fifth_throttled_all_succeed(
 async def test_capacity_error_fails_fast_naming_the_type(
     make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
 ) -> None:
-    proxy.faults.append(
-        Fault(
-            code="InsufficientInstanceCapacity",
-            status=500,
-            action="RunInstances",
-            message="We currently do not have sufficient m6a.2xlarge capacity in the AZ.",
-        )
-    )
+    proxy.faults.append(Fault(
+        code="InsufficientInstanceCapacity", status=500, action="RunInstances",
+        message="We currently do not have sufficient m6a.2xlarge capacity in the AZ."))
     provider = make_provider()
     request = make_request(node, spec=InstanceSpec(instance_type="m6a.2xlarge"))
     started = time.monotonic()
@@ -102,12 +95,10 @@ async def test_throttled_deletes_and_lists_are_retried(
 ) -> None:
     provider = make_provider()
     instance = await provider.create_instance(make_request(node))
-    proxy.faults.append(
-        Fault(code="RequestLimitExceeded", status=503, limit=2, action="TerminateInstances")
-    )
-    proxy.faults.append(
-        Fault(code="RequestLimitExceeded", status=503, limit=2, action="DescribeInstances")
-    )
+    proxy.faults.append(Fault(code="RequestLimitExceeded", status=503, limit=2,
+                              action="TerminateInstances"))
+    proxy.faults.append(Fault(code="RequestLimitExceeded", status=503, limit=2,
+                              action="DescribeInstances"))
     assert [i.id for i in await provider.list_instances({NODE_TAG: node})] == [instance.id]
     await provider.delete_instance(instance.id)
     assert alive_ids(ec2, {NODE_TAG: node}) == set()
@@ -135,9 +126,8 @@ async def test_lost_answers_to_every_run_release_what_was_made(
     make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
 ) -> None:
     # Every RunInstances reaches moto (which ignores ClientToken) but each answer is lost.
-    proxy.faults.append(
-        Fault(code="InternalError", status=500, action="RunInstances", after_forward=True)
-    )
+    proxy.faults.append(Fault(code="InternalError", status=500, action="RunInstances",
+                              after_forward=True))
     provider = make_provider()
     request = make_request(node)
     with pytest.raises(ProviderUnavailable, match="RunInstances"):

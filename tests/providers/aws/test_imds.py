@@ -37,7 +37,7 @@ class Imds:
         if self.require_token and request.headers.get("X-aws-ec2-metadata-token") != TOKEN:
             return web.Response(status=401)
         prefix = "/latest/meta-data/"
-        key = request.path[len(prefix) :] if request.path.startswith(prefix) else None
+        key = request.path[len(prefix):] if request.path.startswith(prefix) else None
         if key is None or key not in self.values:
             return web.Response(status=404)
         return web.Response(text=self.values[key])
@@ -57,15 +57,13 @@ async def serve(imds: Imds) -> web.AppRunner:
 
 @pytest.fixture
 async def imds(world: World) -> AsyncIterator[Imds]:
-    server = Imds(
-        values={
-            "mac": MAC,
-            f"network/interfaces/macs/{MAC}/subnet-id": world.subnet_id,
-            f"network/interfaces/macs/{MAC}/security-group-ids": f"{world.security_group_id}\n",
-            "placement/region": REGION,
-            "public-keys": "0=worker-key",
-        }
-    )
+    server = Imds(values={
+        "mac": MAC,
+        f"network/interfaces/macs/{MAC}/subnet-id": world.subnet_id,
+        f"network/interfaces/macs/{MAC}/security-group-ids": f"{world.security_group_id}\n",
+        "placement/region": REGION,
+        "public-keys": "0=worker-key",
+    })
     runner = await serve(server)
     try:
         yield server
@@ -76,9 +74,8 @@ async def imds(world: World) -> AsyncIterator[Imds]:
 async def test_provider_fills_missing_settings_from_imdsv2(
     make_provider: ProviderFactory, proxy: Ec2Proxy, imds: Imds, world: World, node: str
 ) -> None:
-    provider = make_provider(
-        region="", subnet_id="", security_group_ids=(), key_name="", imds_url=imds.url
-    )
+    provider = make_provider(region="", subnet_id="", security_group_ids=(), key_name="",
+                             imds_url=imds.url)
     await provider.create_instance(make_request(node))
     (run,) = proxy.calls("RunInstances")
     assert run.params["SubnetId"] == world.subnet_id
@@ -101,9 +98,8 @@ async def test_configured_values_win_over_imds(
 async def test_imdsv1_fallback_when_tokens_are_refused(imds: Imds, world: World) -> None:
     imds.refuse_tokens = True
     imds.require_token = False
-    found = await lookup_defaults(
-        imds.url, need_region=True, need_subnet=True, need_key=True, need_security_groups=True
-    )
+    found = await lookup_defaults(imds.url, need_region=True, need_subnet=True,
+                                  need_key=True, need_security_groups=True)
     assert found.region == REGION
     assert found.subnet_id == world.subnet_id
     assert found.security_group_ids == (world.security_group_id,)
@@ -114,19 +110,10 @@ async def test_unreachable_imds_leaves_values_empty() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    found = await lookup_defaults(
-        f"http://127.0.0.1:{port}",
-        need_region=True,
-        need_subnet=True,
-        need_key=True,
-        need_security_groups=True,
-    )
+    found = await lookup_defaults(f"http://127.0.0.1:{port}", need_region=True,
+                                  need_subnet=True, need_key=True, need_security_groups=True)
     assert (found.region, found.subnet_id, found.key_name, found.security_group_ids) == (
-        "",
-        "",
-        "",
-        (),
-    )
+        "", "", "", ())
 
 
 def test_parse_public_keys() -> None:

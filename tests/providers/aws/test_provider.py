@@ -50,8 +50,7 @@ def sent_tags(params: dict[str, str]) -> dict[str, str]:
     index = 1
     while f"TagSpecification.1.Tag.{index}.Key" in params:
         tags[params[f"TagSpecification.1.Tag.{index}.Key"]] = params.get(
-            f"TagSpecification.1.Tag.{index}.Value", ""
-        )
+            f"TagSpecification.1.Tag.{index}.Value", "")
         index += 1
     return tags
 
@@ -92,20 +91,15 @@ async def test_create_confidential_vm_with_defaults(
     assert instance.ips == (ip_address(described["PrivateIpAddress"]),)
     assert described["InstanceType"] == "m6a.large"
     assert described["ImageId"] == world.ami
-    assert (
-        described["BlockDeviceMappings"][0]["DeviceName"] == sent["BlockDeviceMapping.1.DeviceName"]
-    )
+    assert described["BlockDeviceMappings"][0]["DeviceName"] == sent[
+        "BlockDeviceMapping.1.DeviceName"]
     assert tags_of(described)["Name"] == request.name
     assert tags_of(described)[NODE_TAG] == node
     assert user_data_of(ec2, instance.id) == USER_DATA
 
 
 async def test_create_without_cvm_with_type_and_image_override(
-    make_provider: ProviderFactory,
-    proxy: Ec2Proxy,
-    ec2: Any,
-    world: World,
-    node: str,
+    make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, world: World, node: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider = make_provider(disable_cvm=True, root_volume_size=1)
@@ -154,15 +148,8 @@ async def test_create_from_launch_template(
     (run,) = proxy.calls("RunInstances")
     sent = run.params
     assert sent["LaunchTemplate.LaunchTemplateName"] == LAUNCH_TEMPLATE
-    for absent in (
-        "ImageId",
-        "InstanceType",
-        "SubnetId",
-        "KeyName",
-        "CpuOptions.AmdSevSnp",
-        "BlockDeviceMapping.1.DeviceName",
-        "SecurityGroupId.1",
-    ):
+    for absent in ("ImageId", "InstanceType", "SubnetId", "KeyName", "CpuOptions.AmdSevSnp",
+                   "BlockDeviceMapping.1.DeviceName", "SecurityGroupId.1"):
         assert absent not in sent
     assert sent_tags(sent)["Name"] == request.name
     assert not proxy.calls("DescribeImages")
@@ -234,13 +221,10 @@ async def test_list_finds_exactly_this_nodes_instances(
     listed = await provider.list_instances({NODE_TAG: node})
     assert {i.id for i in listed} == {i.id for i in mine[1:]}
     assert {i.id for i in await provider.list_instances({NODE_TAG: other_node})} == {
-        i.id for i in others
-    }
+        i.id for i in others}
     one = mine[1]
-    assert [
-        i.id
-        for i in await provider.list_instances({NODE_TAG: node, SANDBOX_TAG: one.tags[SANDBOX_TAG]})
-    ] == [one.id]
+    assert [i.id for i in await provider.list_instances(
+        {NODE_TAG: node, SANDBOX_TAG: one.tags[SANDBOX_TAG]})] == [one.id]
 
 
 async def test_list_follows_pages(
@@ -248,13 +232,9 @@ async def test_list_follows_pages(
 ) -> None:
     for _ in range(101):  # moto pages describe_instances at 100 reservations
         ec2.run_instances(
-            ImageId=world.ami,
-            InstanceType="m6a.large",
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": NODE_TAG, "Value": node}]}
-            ],
+            ImageId=world.ami, InstanceType="m6a.large", MinCount=1, MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": NODE_TAG, "Value": node}]}],
         )
     provider = make_provider()
     listed = await provider.list_instances({NODE_TAG: node})
@@ -283,9 +263,8 @@ async def test_lost_run_response_is_retried_with_the_same_token(
     # The first RunInstances reaches EC2 but its answer is lost (500): the retry carries
     # the same ClientToken, and EC2 answers it with the instance already made.
     proxy.honour_client_token = True
-    proxy.faults.append(
-        Fault(code="InternalError", status=500, action="RunInstances", limit=1, after_forward=True)
-    )
+    proxy.faults.append(Fault(code="InternalError", status=500, action="RunInstances",
+                              limit=1, after_forward=True))
     provider = make_provider()
     request = make_request(node)
     instance = await provider.create_instance(request)

@@ -71,24 +71,10 @@ def test_upstream_bool_rule_for_env() -> None:
 
 
 def test_flag_overrides_env() -> None:
-    env = {
-        **REQUIRED,
-        "PODVM_INSTANCE_TYPE": "m6a.xlarge",
-        "AWS_REGION": "eu-west-1",
-        "DISABLECVM": "true",
-    }
-    argv = [
-        "-instance-type",
-        "m6a.2xlarge",
-        "--aws-region=us-east-2",
-        "-imageid",
-        "ami-flag",
-        "-disable-cvm=false",
-        "-aws-profile",
-        "dev",
-        "-aws-imds-url",
-        "",
-    ]
+    env = {**REQUIRED, "PODVM_INSTANCE_TYPE": "m6a.xlarge", "AWS_REGION": "eu-west-1",
+           "DISABLECVM": "true"}
+    argv = ["-instance-type", "m6a.2xlarge", "--aws-region=us-east-2", "-imageid", "ami-flag",
+            "-disable-cvm=false", "-aws-profile", "dev", "-aws-imds-url", ""]
     s = parse_settings(AwsSettings, argv, env)
     assert s.instance_type == "m6a.2xlarge"
     assert s.region == "us-east-2"
@@ -104,12 +90,8 @@ def test_image_id_is_required() -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    env = {
-        **REQUIRED,
-        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
-        "AWS_SESSION_TOKEN": "tok",
-    }
+    env = {**REQUIRED, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+           "AWS_SESSION_TOKEN": "tok"}
     s = parse_settings(AwsSettings, [], env)
     shown = describe(s)
     assert shown["access_key_id"] == shown["secret_key"] == shown["session_token"] == "***"
@@ -128,9 +110,8 @@ def test_package_exports_without_importing_boto3() -> None:
 
 
 async def test_make_provider_does_no_network() -> None:
-    settings = AwsSettings(
-        image_id="ami-0abc", endpoint_url="http://127.0.0.1:9", imds_url="http://127.0.0.1:9"
-    )
+    settings = AwsSettings(image_id="ami-0abc", endpoint_url="http://127.0.0.1:9",
+                           imds_url="http://127.0.0.1:9")
     provider = make_provider(settings, node_name="worker-1")
     assert provider.name == "aws"
     await provider.aclose()

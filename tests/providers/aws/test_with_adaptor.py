@@ -74,9 +74,7 @@ class PodResult:
 
 def _create_sandbox(sid: str, n: int) -> bytes:
     return agent_pb2.CreateSandboxRequest(
-        hostname=f"pod-{n}",
-        sandbox_id=sid,
-        guest_hook_path="/usr/share/oci/hooks",
+        hostname=f"pod-{n}", sandbox_id=sid, guest_hook_path="/usr/share/oci/hooks",
     ).SerializeToString()
 
 
@@ -84,13 +82,8 @@ def _create_container(sid: str) -> bytes:
     return agent_pb2.CreateContainerRequest(
         container_id=sid[:12],
         exec_id=sid[:12],
-        storages=[
-            agent_pb2.Storage(
-                driver="image_guest_pull",
-                source="quay.io/prometheus/busybox",
-                mount_point=f"/run/kata-containers/{sid[:12]}/rootfs",
-            )
-        ],
+        storages=[agent_pb2.Storage(driver="image_guest_pull", source="quay.io/prometheus/busybox",
+                                    mount_point=f"/run/kata-containers/{sid[:12]}/rootfs")],
     ).SerializeToString()
 
 
@@ -103,8 +96,7 @@ async def _one_pod(
     agents.append(agent)
     await agent.start()
     socket_path = await shim.create_vm(
-        sid,
-        shim_annotations(pod=pod, namespace=NAMESPACE),
+        sid, shim_annotations(pod=pod, namespace=NAMESPACE),
         netns=f"/var/run/netns/cni-{sid[:8]}",  # absent: TUNNEL_TYPE=none reads nothing
     )
     assert socket_path == os.path.join(world.pods_dir, sid, "agent.ttrpc")
@@ -114,31 +106,20 @@ async def _one_pod(
 
     # One long-lived agent connection for the whole sandbox, as the shim keeps.
     async with await Client.connect_unix(socket_path) as conn:
-        health = await conn.call(
-            "grpc.Health",
-            "Check",
-            health_pb2.CheckRequest(),
-            health_pb2.HealthCheckResponse,
-            timeout=10,
-        )
+        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         create_sandbox = _create_sandbox(sid, n)
-        await conn.call_raw(
-            "grpc.AgentService",
-            "CreateSandbox",
-            create_sandbox,
-            timeout=10,
-            metadata=(("pod", pod),),
-        )
+        await conn.call_raw("grpc.AgentService", "CreateSandbox", create_sandbox, timeout=10,
+                            metadata=(("pod", pod),))
         create_container = _create_container(sid)
-        await conn.call_raw("grpc.AgentService", "CreateContainer", create_container, timeout=10)
+        await conn.call_raw("grpc.AgentService", "CreateContainer", create_container,
+                            timeout=10)
     # What the agent behind this sandbox's VM received: exactly these calls, bytes untouched
     # (so the adaptor dialled this sandbox's instance and no other).
     assert agent.health_checks == 1
     assert [(c.method, c.payload) for c in agent.calls] == [
-        ("CreateSandbox", create_sandbox),
-        ("CreateContainer", create_container),
-    ]
+        ("CreateSandbox", create_sandbox), ("CreateContainer", create_container)]
     assert ("pod", pod) in agent.calls[0].metadata
     assert 0 < agent.calls[0].timeout_nano <= 10e9
 
@@ -190,9 +171,8 @@ async def test_twenty_pods_through_the_adaptor_on_moto(aws_world: AwsAdaptorWorl
         assert event["sandbox"] == {r.instance_id: r.sandbox_id for r in results}[instance_id]
         assert event["namespace"] == NAMESPACE
     assert len({e["ip"] for e in started.values()}) == PODS
-    await eventually(
-        lambda: {e["instance"] for e in world.events("stopped")} == set(by_id), timeout=10
-    )
+    await eventually(lambda: {e["instance"] for e in world.events("stopped")} == set(by_id),
+                      timeout=10)
 
     # Nothing of a sandbox (agent socket, apf.json copy with the VM's TLS key, record,
     # start lock, directory) outlives its StopVM.
@@ -215,9 +195,8 @@ async def test_debug_log_keeps_credentials_and_user_data_out(
     finally:
         for agent in agents:
             await agent.aclose()
-    attribute = await world.ec2.call(
-        "describe_instance_attribute", InstanceId=result.instance_id, Attribute="userData"
-    )
+    attribute = await world.ec2.call("describe_instance_attribute",
+                                     InstanceId=result.instance_id, Attribute="userData")
     user_data_b64 = attribute["UserData"]["Value"]
     assert len(user_data_b64) > 1000  # apf.json with certificate and key
     log = world.adaptor_log()

@@ -64,18 +64,9 @@ class AdaptorInNetns:
     async def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - tiny, test setup
             self.proc = await asyncio.create_subprocess_exec(
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                sys.executable,
-                "-m",
-                "adaptor",
-                "libvirt",
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=log,
+                "ip", "netns", "exec", self.netns,
+                sys.executable, "-m", "adaptor", "libvirt",
+                cwd=REPO, env=self.env, stdout=log, stderr=log,
             )
         async with asyncio.timeout(timeout):
             while True:

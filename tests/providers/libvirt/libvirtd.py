@@ -175,7 +175,8 @@ def running_libvirtd(workdir: Path) -> Iterator[Libvirtd]:
     conn: libvirt.virConnect | None = None
     network = pool = None
     try:
-        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"],
+                       check=True)
         virtlogd_log = workdir / "virtlogd.log"
         libvirtd_log = workdir / "libvirtd.log"
         with virtlogd_log.open("wb") as out:
@@ -189,10 +190,8 @@ def running_libvirtd(workdir: Path) -> Iterator[Libvirtd]:
         _wait_for_daemon(libvirtd, libvirtd_log)
         conn = libvirt.open(URI)
         _clear_domains(conn)  # left by an earlier run that was killed
-        for name, lookup in (
-            (NETWORK_NAME, conn.networkLookupByName),
-            (POOL_NAME, conn.storagePoolLookupByName),
-        ):
+        for name, lookup in ((NETWORK_NAME, conn.networkLookupByName),
+                             (POOL_NAME, conn.storagePoolLookupByName)):
             with contextlib.suppress(libvirt.libvirtError):
                 lookup(name).destroy()
         POOL_DIR.mkdir(parents=True, exist_ok=True)
@@ -202,10 +201,7 @@ def running_libvirtd(workdir: Path) -> Iterator[Libvirtd]:
         network = conn.networkCreateXML(NETWORK_XML)
         pool = conn.storagePoolCreateXML(POOL_XML, 0)
         yield Libvirtd(
-            netns=netns,
-            pool=POOL_NAME,
-            network=NETWORK_NAME,
-            base_volume=BASE_VOLUME,
+            netns=netns, pool=POOL_NAME, network=NETWORK_NAME, base_volume=BASE_VOLUME,
             subnet_prefix=SUBNET_PREFIX,
         )
     finally:

@@ -50,26 +50,15 @@ def test_settings_defaults_are_upstreams() -> None:
 
 def test_settings_from_env_and_flags() -> None:
     env = {
-        "LIBVIRT_URI": "qemu:///system",
-        "LIBVIRT_POOL": "p",
-        "LIBVIRT_NET": "n",
-        "LIBVIRT_VOL_NAME": "v.qcow2",
-        "LIBVIRT_CPU": "4",
-        "LIBVIRT_MEMORY": "1024",
-        "LIBVIRT_CPUSET": "0-3,8",
-        "LIBVIRT_ROOT_DISK_SIZE": "20",
-        "DISABLECVM": "false",
-        "LIBVIRT_LAUNCH_SECURITY": "s390-pv",
-        "LIBVIRT_EFI_FIRMWARE": "/fw.fd",
-        "LIBVIRT_DOMAIN_TYPE": "qemu",
-        "LIBVIRT_IP_TIMEOUT": "2m",
+        "LIBVIRT_URI": "qemu:///system", "LIBVIRT_POOL": "p", "LIBVIRT_NET": "n",
+        "LIBVIRT_VOL_NAME": "v.qcow2", "LIBVIRT_CPU": "4", "LIBVIRT_MEMORY": "1024",
+        "LIBVIRT_CPUSET": "0-3,8", "LIBVIRT_ROOT_DISK_SIZE": "20", "DISABLECVM": "false",
+        "LIBVIRT_LAUNCH_SECURITY": "s390-pv", "LIBVIRT_EFI_FIRMWARE": "/fw.fd",
+        "LIBVIRT_DOMAIN_TYPE": "qemu", "LIBVIRT_IP_TIMEOUT": "2m",
     }
     s = parse_settings(Settings, ["-cpu", "6", "-data-dir", "/opt/data-dir"], env)
     assert (s.uri, s.pool_name, s.network_name, s.vol_name) == (
-        "qemu:///system",
-        "p",
-        "n",
-        "v.qcow2",
+        "qemu:///system", "p", "n", "v.qcow2"
     )
     assert (s.cpu, s.memory, s.cpuset, s.root_disk_size) == (6, 1024, "0-3,8", 20)
     assert s.disable_cvm is False and s.launch_security == "s390-pv"
@@ -133,8 +122,7 @@ def test_x86_64_domain_with_firmware() -> None:
     assert root.find("devices/console/target").get("type") == "serial"  # type: ignore[union-attr]
     assert metadata.from_domain(root) == META
     assert disk_paths(ET.tostring(root, encoding="unicode")) == [
-        "/pool/podvm-web-12345678-root.qcow2",
-        "/pool/podvm-web-12345678-cloudinit.iso",
+        "/pool/podvm-web-12345678-root.qcow2", "/pool/podvm-web-12345678-cloudinit.iso",
     ]
 
 
@@ -154,16 +142,10 @@ def test_x86_64_refuses_launch_security() -> None:
 
 
 def test_s390x_domain() -> None:
-    root = ET.fromstring(
-        build_domain_xml(
-            config(
-                arch="s390x",
-                machine="s390-ccw-virtio-rhel9.0.0",
-                emulator="/usr/bin/qemu-kvm",
-                launch_security=LaunchSecurity.S390_PV,
-            )
-        )
-    )
+    root = ET.fromstring(build_domain_xml(config(
+        arch="s390x", machine="s390-ccw-virtio-rhel9.0.0", emulator="/usr/bin/qemu-kvm",
+        launch_security=LaunchSecurity.S390_PV,
+    )))
     os_type = root.find("os/type")
     assert os_type is not None and os_type.get("machine") == "s390-ccw-virtio-rhel9.0.0"
     assert root.findtext("devices/emulator") == "/usr/bin/qemu-kvm"
@@ -216,10 +198,7 @@ def test_capabilities() -> None:
     guest = caps.guest("aarch64")
     assert guest is not None and guest.emulator == "/usr/bin/qemu-system-aarch64"
     assert [capabilities.normalize_arch(m) for m in ("x86_64", "i686", "aarch64", "s390x")] == [
-        "x86_64",
-        "x86_64",
-        "aarch64",
-        "s390x",
+        "x86_64", "x86_64", "aarch64", "s390x",
     ]
 
 

@@ -82,9 +82,8 @@ async def test_pod_vm_boots_gets_a_lease_and_is_deleted(libvirtd: Libvirtd) -> N
         assert [(i.id, i.ips) for i in listed] == [(instance.id, instance.ips)]
 
         # a restart mid-create finds the running domain and reuses it
-        again = await LibvirtProvider(settings_for(libvirtd), node_name="node-a").create_instance(
-            request
-        )
+        again = await LibvirtProvider(settings_for(libvirtd), node_name="node-a") \
+            .create_instance(request)
         assert again.id == instance.id
 
         await provider.delete_instance(instance.id)

@@ -133,8 +133,7 @@ async def test_spec_overrides_size_and_image(
     other = f"other-{uuid.uuid4().hex[:8]}.qcow2"
     env.pool().createXML(  # type: ignore[attr-defined]
         f"<volume><name>{other}</name><capacity unit='bytes'>{GIB}</capacity>"
-        "<target><format type='raw'/></target></volume>",
-        0,
+        "<target><format type='raw'/></target></volume>", 0
     )
     provider = env.provider()
     request = make_request(vcpus=1, memory_mib=512, image=other)
@@ -344,19 +343,15 @@ def test_addresses_are_ipv4_first_without_link_local() -> None:
     from providers.libvirt.addresses import parse_interface_addresses
 
     report = {
-        "vnet0": {
-            "hwaddr": "52:54:00:00:00:01",
-            "addrs": [
-                {"addr": "fe80::1", "prefix": 64, "type": 1},
-                {"addr": "2001:db8::5", "prefix": 64, "type": 1},
-                {"addr": "192.168.122.7", "prefix": 24, "type": 0},
-            ],
-        },
+        "vnet0": {"hwaddr": "52:54:00:00:00:01", "addrs": [
+            {"addr": "fe80::1", "prefix": 64, "type": 1},
+            {"addr": "2001:db8::5", "prefix": 64, "type": 1},
+            {"addr": "192.168.122.7", "prefix": 24, "type": 0},
+        ]},
         "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": [{"addr": "127.0.0.1", "prefix": 8}]},
     }
     assert parse_interface_addresses(report) == (
-        ip_address("192.168.122.7"),
-        ip_address("2001:db8::5"),
+        ip_address("192.168.122.7"), ip_address("2001:db8::5"),
     )
     assert parse_interface_addresses({}) == ()
     assert parse_interface_addresses(None) == ()

@@ -94,8 +94,7 @@ async def rig(libvirtd: Libvirtd) -> AsyncIterator[Rig]:
     root = tempfile.mkdtemp(prefix="ppl", dir="/tmp")  # agent socket paths stay short
     node = f"node-{uuid.uuid4().hex[:6]}"
     env = adaptor_env(
-        root,
-        libvirtd,
+        root, libvirtd,
         LIBVIRT_CPU="1",
         LIBVIRT_MEMORY="768",
         LIBVIRT_IP_TIMEOUT=IP_TIMEOUT,
@@ -135,9 +134,8 @@ async def start_and_wait_for_instance(
         with contextlib.suppress(asyncio.CancelledError, TTRPCError):
             await info
         error = start.exception()
-        raise AssertionError(
-            f"StartVM ended before the instance existed: {error!r}\n{rig.adaptor.log()[-4000:]}"
-        )
+        raise AssertionError(f"StartVM ended before the instance existed: {error!r}\n"
+                             f"{rig.adaptor.log()[-4000:]}")
     return start, info.result()
 
 
@@ -210,7 +208,9 @@ async def test_start_vm_fails_by_the_proxy_deadline_and_leaves_nothing(rig: Rig)
     start, vmid = await start_and_wait_for_instance(rig, sid, pod, namespace)
     recorded = time.monotonic()
     ip = check_domain(rig, vmid, name)
-    assert leftovers(rig, name) == ({f"{name}-root.qcow2", f"{name}-cloudinit.iso"}, True, True)
+    assert leftovers(rig, name) == (
+        {f"{name}-root.qcow2", f"{name}-cloudinit.iso"}, True, True
+    )
     check_config_drive(rig, name, pod, namespace)
 
     error = await expect_error(start)
@@ -249,11 +249,12 @@ async def test_stop_vm_while_start_waits_for_the_forwarder_removes_everything(
     start, vmid = await start_and_wait_for_instance(rig, sid, pod, namespace)
     ip = check_domain(rig, vmid, name)
     # StartVM is now dialing the VM's forwarder port (nothing listens there)
-    await rig.adaptor.wait_for_log(
-        f"sandbox={sid}: dial {ip}:15150 attempt 1 failed", timeout=PROXY_TIMEOUT / 2
-    )
+    await rig.adaptor.wait_for_log(f"sandbox={sid}: dial {ip}:15150 attempt 1 failed",
+                                   timeout=PROXY_TIMEOUT / 2)
     assert not start.done()
-    assert leftovers(rig, name) == ({f"{name}-root.qcow2", f"{name}-cloudinit.iso"}, True, True)
+    assert leftovers(rig, name) == (
+        {f"{name}-root.qcow2", f"{name}-cloudinit.iso"}, True, True
+    )
 
     await rig.shim.stop_vm(sid)
     # StopVM answers only once the instance is gone

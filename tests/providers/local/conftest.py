@@ -43,11 +43,8 @@ def state_dir() -> Iterator[Path]:
 def user_data(tls: AgentTLS, name: str, network: apf.PodNetwork | None) -> bytes:
     material = tls.server_material(name)
     config = apf.ApfConfig(
-        pod_network=network,
-        pod_namespace="default",
-        pod_name="nginx",
-        tls_server_key=material.server_key,
-        tls_server_cert=material.server_cert,
+        pod_network=network, pod_namespace="default", pod_name="nginx",
+        tls_server_key=material.server_key, tls_server_cert=material.server_cert,
         tls_client_ca=material.client_ca,
     )
     files = [userdata.WriteFile(userdata.APF_JSON_PATH, apf.dumps(config))]
@@ -58,10 +55,7 @@ def request(tls: AgentTLS, network: apf.PodNetwork | None = None) -> InstanceReq
     sid = secrets.token_hex(32)
     name = f"podvm-nginx-{sid[:8]}"
     return InstanceRequest(
-        name=name,
-        sandbox_id=sid,
-        pod_name="nginx",
-        pod_namespace="default",
+        name=name, sandbox_id=sid, pod_name="nginx", pod_namespace="default",
         user_data=user_data(tls, name, network),
         tags={NODE_TAG: NODE, SANDBOX_TAG: sid},
     )
@@ -82,10 +76,8 @@ async def netns_provider(state_dir: Path) -> AsyncIterator[LocalSetup]:
     """Namespaces on; subnet in 198.18.0.0/15 (benchmarking range), a per-test bridge."""
     tag = secrets.token_hex(3)
     settings = LocalSettings(
-        subnet=f"198.18.{int(tag[:2], 16)}.0/24",
-        bridge=f"pptb{tag}",
-        state_dir=str(state_dir),
-        netns="on",
+        subnet=f"198.18.{int(tag[:2], 16)}.0/24", bridge=f"pptb{tag}",
+        state_dir=str(state_dir), netns="on",
     )
     provider = LocalProvider(settings, node_name=NODE)
     yield LocalSetup(provider, settings)
@@ -100,9 +92,7 @@ async def loopback_provider(state_dir: Path) -> AsyncIterator[LocalSetup]:
     """No namespaces: a random 127.x.y.0/24 range and a non-default forwarder port."""
     a, b = secrets.randbelow(250) + 1, secrets.randbelow(250) + 1
     settings = LocalSettings(
-        loopback_subnet=f"127.{a}.{b}.0/24",
-        state_dir=str(state_dir),
-        netns="off",
+        loopback_subnet=f"127.{a}.{b}.0/24", state_dir=str(state_dir), netns="off",
         forwarder_port=20000 + secrets.randbelow(20000),
     )
     provider = LocalProvider(settings, node_name=NODE)
@@ -121,21 +111,15 @@ async def dial_forwarder(
     last: Exception | None = None
     while loop.time() < deadline:
         try:
-            client = await Client.connect_tcp(
-                host, port, ssl=tls.client_context(), server_hostname=server_name
-            )
+            client = await Client.connect_tcp(host, port, ssl=tls.client_context(),
+                                              server_hostname=server_name)
         except OSError as exc:
             last = exc
             await asyncio.sleep(0.2)
             continue
         try:
-            await client.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=10,
-            )
+            await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                              health_pb2.HealthCheckResponse, timeout=10)
         except (TTRPCError, ConnectionClosed) as exc:
             last = exc
             await client.aclose()

@@ -36,53 +36,33 @@ async def test_health_and_recorded_calls(tmp_path: Path) -> None:
     server, path = await _serve(tmp_path, record)
     try:
         async with await Client.connect_unix(path) as client:
-            check = await client.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=5,
-            )
+            check = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                      health_pb2.HealthCheckResponse, timeout=5)
             assert check.status == health_pb2.HealthCheckResponse.SERVING
             await client.call(
-                "grpc.AgentService",
-                "CreateSandbox",
-                agent_pb2.CreateSandboxRequest(
-                    hostname="web", sandbox_id="sb1", dns=["nameserver 10.96.0.10"]
-                ),
-                Empty,
-                timeout=5,
-            )
+                "grpc.AgentService", "CreateSandbox",
+                agent_pb2.CreateSandboxRequest(hostname="web", sandbox_id="sb1",
+                                               dns=["nameserver 10.96.0.10"]),
+                Empty, timeout=5)
             spec = oci_pb2.Spec(Version="1.1.0", Hostname="web")
             spec.Annotations["io.kubernetes.cri.container-name"] = "nginx"
             await client.call(
-                "grpc.AgentService",
-                "CreateContainer",
+                "grpc.AgentService", "CreateContainer",
                 agent_pb2.CreateContainerRequest(container_id="c1", exec_id="c1", OCI=spec),
-                Empty,
-                timeout=5,
-            )
+                Empty, timeout=5)
             details = await client.call(
-                "grpc.AgentService",
-                "GetGuestDetails",
-                agent_pb2.GuestDetailsRequest(),
-                agent_pb2.GuestDetailsResponse,
-                timeout=5,
-            )
+                "grpc.AgentService", "GetGuestDetails", agent_pb2.GuestDetailsRequest(),
+                agent_pb2.GuestDetailsResponse, timeout=5)
             assert details == agent_pb2.GuestDetailsResponse()
     finally:
         await server.shutdown(grace=0)
     calls = _records(record)
     assert [c["method"] for c in calls] == ["CreateSandbox", "CreateContainer", "GetGuestDetails"]
-    assert calls[0]["request"] == {
-        "hostname": "web",
-        "sandbox_id": "sb1",
-        "dns": ["nameserver 10.96.0.10"],
-    }
+    assert calls[0]["request"] == {"hostname": "web", "sandbox_id": "sb1",
+                                   "dns": ["nameserver 10.96.0.10"]}
     assert calls[1]["request"]["container_id"] == "c1"
     assert calls[1]["request"]["OCI"]["Annotations"] == {
-        "io.kubernetes.cri.container-name": "nginx"
-    }
+        "io.kubernetes.cri.container-name": "nginx"}
 
 
 async def test_wait_process_blocks_until_the_container_is_killed(tmp_path: Path) -> None:
@@ -91,111 +71,55 @@ async def test_wait_process_blocks_until_the_container_is_killed(tmp_path: Path)
     try:
         async with await Client.connect_unix(path) as client:
             with pytest.raises(TTRPCError) as info:
-                await client.call(
-                    "grpc.AgentService",
-                    "WaitProcess",
-                    agent_pb2.WaitProcessRequest(container_id="nope"),
-                    agent_pb2.WaitProcessResponse,
-                    timeout=5,
-                )
+                await client.call("grpc.AgentService", "WaitProcess",
+                                  agent_pb2.WaitProcessRequest(container_id="nope"),
+                                  agent_pb2.WaitProcessResponse, timeout=5)
             assert info.value.code == Code.NOT_FOUND
-            await client.call(
-                "grpc.AgentService",
-                "CreateContainer",
-                agent_pb2.CreateContainerRequest(container_id="c1"),
-                Empty,
-                timeout=5,
-            )
-            await client.call(
-                "grpc.AgentService",
-                "StartContainer",
-                agent_pb2.StartContainerRequest(container_id="c1"),
-                Empty,
-                timeout=5,
-            )
-            wait = asyncio.ensure_future(
-                client.call(
-                    "grpc.AgentService",
-                    "WaitProcess",
-                    agent_pb2.WaitProcessRequest(container_id="c1", exec_id="c1"),
-                    agent_pb2.WaitProcessResponse,
-                    timeout=10,
-                )
-            )
+            await client.call("grpc.AgentService", "CreateContainer",
+                              agent_pb2.CreateContainerRequest(container_id="c1"), Empty,
+                              timeout=5)
+            await client.call("grpc.AgentService", "StartContainer",
+                              agent_pb2.StartContainerRequest(container_id="c1"), Empty,
+                              timeout=5)
+            wait = asyncio.ensure_future(client.call(
+                "grpc.AgentService", "WaitProcess",
+                agent_pb2.WaitProcessRequest(container_id="c1", exec_id="c1"),
+                agent_pb2.WaitProcessResponse, timeout=10))
             await asyncio.sleep(0.2)
             assert not wait.done()
-            await client.call(
-                "grpc.AgentService",
-                "SignalProcess",
-                agent_pb2.SignalProcessRequest(container_id="c1", signal=9),
-                Empty,
-                timeout=5,
-            )
+            await client.call("grpc.AgentService", "SignalProcess",
+                              agent_pb2.SignalProcessRequest(container_id="c1", signal=9),
+                              Empty, timeout=5)
             assert (await wait).status == 137
-            await client.call(
-                "grpc.AgentService",
-                "RemoveContainer",
-                agent_pb2.RemoveContainerRequest(container_id="c1"),
-                Empty,
-                timeout=5,
-            )
-            await client.call(
-                "grpc.AgentService",
-                "DestroySandbox",
-                agent_pb2.DestroySandboxRequest(),
-                Empty,
-                timeout=5,
-            )
+            await client.call("grpc.AgentService", "RemoveContainer",
+                              agent_pb2.RemoveContainerRequest(container_id="c1"), Empty,
+                              timeout=5)
+            await client.call("grpc.AgentService", "DestroySandbox",
+                              agent_pb2.DestroySandboxRequest(), Empty, timeout=5)
     finally:
         await server.shutdown(grace=0)
     assert [c["method"] for c in _records(record)] == [
-        "WaitProcess",
-        "CreateContainer",
-        "StartContainer",
-        "WaitProcess",
-        "SignalProcess",
-        "RemoveContainer",
-        "DestroySandbox",
-    ]
+        "WaitProcess", "CreateContainer", "StartContainer", "WaitProcess", "SignalProcess",
+        "RemoveContainer", "DestroySandbox"]
 
 
 async def test_destroy_sandbox_releases_waiters(tmp_path: Path) -> None:
     server, path = await _serve(tmp_path, io.StringIO())
     try:
         async with await Client.connect_unix(path) as client:
-            await client.call(
-                "grpc.AgentService",
-                "CreateContainer",
-                agent_pb2.CreateContainerRequest(container_id="c2"),
-                Empty,
-                timeout=5,
-            )
-            wait = asyncio.ensure_future(
-                client.call(
-                    "grpc.AgentService",
-                    "WaitProcess",
-                    agent_pb2.WaitProcessRequest(container_id="c2"),
-                    agent_pb2.WaitProcessResponse,
-                    timeout=10,
-                )
-            )
-            oom = asyncio.ensure_future(
-                client.call(
-                    "grpc.AgentService",
-                    "GetOOMEvent",
-                    agent_pb2.GetOOMEventRequest(),
-                    agent_pb2.OOMEvent,
-                    timeout=10,
-                )
-            )
+            await client.call("grpc.AgentService", "CreateContainer",
+                              agent_pb2.CreateContainerRequest(container_id="c2"), Empty,
+                              timeout=5)
+            wait = asyncio.ensure_future(client.call(
+                "grpc.AgentService", "WaitProcess",
+                agent_pb2.WaitProcessRequest(container_id="c2"),
+                agent_pb2.WaitProcessResponse, timeout=10))
+            oom = asyncio.ensure_future(client.call(
+                "grpc.AgentService", "GetOOMEvent", agent_pb2.GetOOMEventRequest(),
+                agent_pb2.OOMEvent, timeout=10))
             await asyncio.sleep(0.1)
-            await client.call(
-                "grpc.AgentService",
-                "DestroySandbox",
-                agent_pb2.DestroySandboxRequest(),
-                Empty,
-                timeout=5,
-            )
+            await client.call("grpc.AgentService", "DestroySandbox",
+                              agent_pb2.DestroySandboxRequest(), Empty, timeout=5)
             assert (await wait).status == 137
             with pytest.raises(TTRPCError, match="sandbox destroyed"):
                 await oom
@@ -215,13 +139,8 @@ async def test_garbage_payload_is_invalid_argument_and_server_keeps_serving(
             with pytest.raises(TTRPCError) as info:
                 await client.call_raw("grpc.AgentService", "NoSuchMethod", b"")
             assert info.value.code == Code.UNIMPLEMENTED
-            check = await client.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=5,
-            )
+            check = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                      health_pb2.HealthCheckResponse, timeout=5)
             assert check.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await server.shutdown(grace=0)
@@ -230,25 +149,14 @@ async def test_garbage_payload_is_invalid_argument_and_server_keeps_serving(
 async def test_command_line_serves_and_records(tmp_path: Path) -> None:
     sock, rec = tmp_path / "a.sock", tmp_path / "calls.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "providers.local.devagent",
-        "--socket",
-        str(sock),
-        "--record",
-        str(rec),
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+        sys.executable, "-m", "providers.local.devagent", "--socket", str(sock),
+        "--record", str(rec), stderr=asyncio.subprocess.DEVNULL)
     try:
         assert await poll_until(sock.exists, 10)
         async with await Client.connect_unix(str(sock)) as client:
-            await client.call(
-                "grpc.AgentService",
-                "SetPolicy",
-                agent_pb2.SetPolicyRequest(policy="package agent_policy"),
-                Empty,
-                timeout=5,
-            )
+            await client.call("grpc.AgentService", "SetPolicy",
+                              agent_pb2.SetPolicyRequest(policy="package agent_policy"),
+                              Empty, timeout=5)
     finally:
         proc.terminate()
         async with asyncio.timeout(10):

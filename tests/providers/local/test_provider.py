@@ -36,7 +36,8 @@ def _netns_names() -> set[str]:
 
 
 def _netns_pids(name: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=True)
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                         check=True)
     return [int(word) for word in out.stdout.split()]
 
 
@@ -45,17 +46,12 @@ def _entries(path: Path) -> list[Path]:
 
 
 def _link_exists(name: str) -> bool:
-    return (
-        subprocess.run(
-            ["ip", "link", "show", "dev", name], capture_output=True, check=False
-        ).returncode
-        == 0
-    )
+    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True,
+                          check=False).returncode == 0
 
 
-async def _exercise_vm(
-    setup: LocalSetup, agent_tls: AgentTLS, network: apf.PodNetwork | None
-) -> tuple[Instance, int]:
+async def _exercise_vm(setup: LocalSetup, agent_tls: AgentTLS, network: apf.PodNetwork | None
+                       ) -> tuple[Instance, int]:
     """Create a VM, talk to its agent through the forwarder; return it and its pgid."""
     provider, settings = setup.provider, setup.settings
     req = request(agent_tls, network)
@@ -76,44 +72,29 @@ async def _exercise_vm(
         print(vm_log(state, instance.id))
         raise
     async with client:
-        version = await client.call(
-            "grpc.Health",
-            "Version",
-            health_pb2.CheckRequest(),
-            health_pb2.VersionCheckResponse,
-            timeout=10,
-        )
+        version = await client.call("grpc.Health", "Version", health_pb2.CheckRequest(),
+                                    health_pb2.VersionCheckResponse, timeout=10)
         assert "development stand-in" in version.agent_version
-        await client.call(
-            "grpc.AgentService",
-            "CreateSandbox",
-            agent_pb2.CreateSandboxRequest(
-                sandbox_id=req.sandbox_id, hostname="nginx", dns=["10.0.0.10"]
-            ),
-            empty_pb2.Empty,
-            timeout=10,
-        )
+        await client.call("grpc.AgentService", "CreateSandbox",
+                          agent_pb2.CreateSandboxRequest(sandbox_id=req.sandbox_id,
+                                                         hostname="nginx", dns=["10.0.0.10"]),
+                          empty_pb2.Empty, timeout=10)
         spec = oci_pb2.Spec(Version="1.1.0", Linux=oci_pb2.Linux())
-        await client.call(
-            "grpc.AgentService",
-            "CreateContainer",
-            agent_pb2.CreateContainerRequest(container_id="c1", OCI=spec),
-            empty_pb2.Empty,
-            timeout=10,
-        )
+        await client.call("grpc.AgentService", "CreateContainer",
+                          agent_pb2.CreateContainerRequest(container_id="c1", OCI=spec),
+                          empty_pb2.Empty, timeout=10)
 
     # process-user-data provisioned the VM's files; the forwarder relayed to the dev agent.
     assert (state / instance.id / "run" / "peerpod" / "apf.json").exists()
     assert (state / instance.id / "run" / "peerpod" / "initdata.digest").exists()
-    calls = [
-        json.loads(line)
-        for line in (state / instance.id / "agent-calls.jsonl").read_text().splitlines()
-    ]
+    calls = [json.loads(line) for line in
+             (state / instance.id / "agent-calls.jsonl").read_text().splitlines()]
     by_method = {call["method"]: call["request"] for call in calls}
     assert by_method["CreateSandbox"]["sandbox_id"] == req.sandbox_id
     assert "dns" not in by_method["CreateSandbox"]  # the forwarder's interceptor dropped it
     namespaces = by_method["CreateContainer"]["OCI"]["Linux"]["Namespaces"]
-    assert {"Type": "network", "Path": f"/run/netns/{layout.pod_netns(instance.id)}"} in namespaces
+    assert {"Type": "network", "Path": f"/run/netns/{layout.pod_netns(instance.id)}"} \
+        in namespaces
 
     listed = await provider.list_instances({NODE_TAG: NODE, SANDBOX_TAG: req.sandbox_id})
     assert [(i.id, i.ips, i.state) for i in listed] == [(instance.id, instance.ips, "running")]
@@ -135,9 +116,8 @@ async def _delete_and_check(setup: LocalSetup, instance: Instance, pgid: int) ->
 async def test_netns_vm_lifecycle(netns_provider: LocalSetup, agent_tls: AgentTLS) -> None:
     await netns_provider.provider.verify_config()
     assert netns_provider.provider.uses_netns
-    instance, pgid = await _exercise_vm(
-        netns_provider, agent_tls, apf.PodNetwork(tunnel_type="none")
-    )
+    instance, pgid = await _exercise_vm(netns_provider, agent_tls,
+                                        apf.PodNetwork(tunnel_type="none"))
     subnet = IPv4Network(netns_provider.settings.subnet)
     assert instance.ips[0] in subnet and instance.ips[0] != next(subnet.hosts())
     names = _netns_names()
@@ -173,12 +153,8 @@ async def test_netns_two_vms_get_distinct_addresses(
 @pytest.mark.root
 @pytest.mark.netns
 async def test_netns_create_failure_leaves_nothing(state_dir: Path, agent_tls: AgentTLS) -> None:
-    settings = LocalSettings(
-        subnet="198.19.254.0/24",
-        bridge="name-too-long-for-linux",
-        state_dir=str(state_dir),
-        netns="on",
-    )
+    settings = LocalSettings(subnet="198.19.254.0/24", bridge="name-too-long-for-linux",
+                             state_dir=str(state_dir), netns="on")
     provider = LocalProvider(settings, node_name=NODE)
     before = _netns_names()
     with pytest.raises(ProviderError, match="name-too-long-for-linux"):
@@ -188,7 +164,8 @@ async def test_netns_create_failure_leaves_nothing(state_dir: Path, agent_tls: A
     assert await provider.list_instances({}) == []
 
 
-async def test_loopback_vm_lifecycle(loopback_provider: LocalSetup, agent_tls: AgentTLS) -> None:
+async def test_loopback_vm_lifecycle(loopback_provider: LocalSetup, agent_tls: AgentTLS
+                                     ) -> None:
     await loopback_provider.provider.verify_config()
     assert not loopback_provider.provider.uses_netns
     instance, pgid = await _exercise_vm(loopback_provider, agent_tls, None)
@@ -198,15 +175,13 @@ async def test_loopback_vm_lifecycle(loopback_provider: LocalSetup, agent_tls: A
     await _delete_and_check(loopback_provider, instance, pgid)
 
 
-async def test_records_survive_a_new_provider(
-    loopback_provider: LocalSetup, agent_tls: AgentTLS
-) -> None:
+async def test_records_survive_a_new_provider(loopback_provider: LocalSetup,
+                                              agent_tls: AgentTLS) -> None:
     """A restarted adaptor lists the VMs started before and deletes them by their records."""
     first = loopback_provider.provider
     instance = await first.create_instance(request(agent_tls))
-    pgid = json.loads(
-        (Path(loopback_provider.settings.state_dir) / instance.id / "instance.json").read_text()
-    )["pid"]
+    pgid = json.loads((Path(loopback_provider.settings.state_dir) / instance.id /
+                       "instance.json").read_text())["pid"]
     await first.aclose()
     again = LocalProvider(loopback_provider.settings, node_name=NODE)
     listed = await again.list_instances({NODE_TAG: NODE})
@@ -223,14 +198,12 @@ async def test_delete_unknown_and_foreign_ids(loopback_provider: LocalSetup) -> 
     assert await provider.instance_types() is None
 
 
-async def test_stopped_vm_is_reported_not_pruned(
-    loopback_provider: LocalSetup, agent_tls: AgentTLS
-) -> None:
+async def test_stopped_vm_is_reported_not_pruned(loopback_provider: LocalSetup,
+                                                 agent_tls: AgentTLS) -> None:
     provider = loopback_provider.provider
     instance = await provider.create_instance(request(agent_tls))
-    pgid = json.loads(
-        (Path(loopback_provider.settings.state_dir) / instance.id / "instance.json").read_text()
-    )["pid"]
+    pgid = json.loads((Path(loopback_provider.settings.state_dir) / instance.id /
+                       "instance.json").read_text())["pid"]
     os.killpg(pgid, 9)
     fresh = LocalProvider(loopback_provider.settings, node_name=NODE)
     for _ in range(100):
@@ -259,7 +232,8 @@ def test_bad_settings_are_config_errors(field: str, value: str, message: str) ->
 
 
 async def test_verify_config_reports_missing_executables(tmp_path: Path) -> None:
-    settings = LocalSettings(state_dir=str(tmp_path), netns="off", forwarder=str(tmp_path / "nope"))
+    settings = LocalSettings(state_dir=str(tmp_path), netns="off",
+                             forwarder=str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="agent-protocol-forwarder executable not found"):
         await LocalProvider(settings, node_name=NODE).verify_config()
     long_dir = tmp_path / ("d" * 100)

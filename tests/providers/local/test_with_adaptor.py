@@ -39,13 +39,12 @@ async def adaptor_env() -> AsyncIterator[dict[str, str]]:
         "LOCAL_NETNS": "off",
         "LOCAL_STATE_DIR": str(root / "local"),
         "LOCAL_LOOPBACK_SUBNET": f"127.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
-        ".0/24",
+                                 ".0/24",
         "PROBE_PORT": str(20000 + secrets.randbelow(20000)),
     }
     log = open(root / "adaptor.log", "wb")  # noqa: ASYNC230 (test setup, tiny)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "adaptor", "local", env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+        sys.executable, "-m", "adaptor", "local", env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         socket_path = Path(env["REMOTE_HYPERVISOR_ENDPOINT"])
         assert await poll_until(socket_path.exists, 30), _read(root / "adaptor.log")
@@ -60,14 +59,11 @@ async def adaptor_env() -> AsyncIterator[dict[str, str]]:
 
 async def test_demo_through_the_real_adaptor(adaptor_env: dict[str, str]) -> None:
     out, err = io.StringIO(), io.StringIO()
-    code = await ctl.run(["--json", "demo", "--timeout", "120"], env=adaptor_env, out=out, err=err)
+    code = await ctl.run(["--json", "demo", "--timeout", "120"], env=adaptor_env, out=out,
+                         err=err)
     result = json.loads(out.getvalue())
     assert code == 0, (result, err.getvalue())
     assert [(s["step"], s["ok"]) for s in result["steps"]] == [
-        ("create", True),
-        ("start", True),
-        ("check", True),
-        ("stop", True),
-    ]
+        ("create", True), ("start", True), ("check", True), ("stop", True)]
     # StopVM deleted the pod VM: no VM directory is left in the provider's state dir.
     assert _vm_dirs(Path(adaptor_env["LOCAL_STATE_DIR"])) == []
