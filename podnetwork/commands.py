@@ -25,6 +25,11 @@ def _exec(argv: Sequence[str], netns: str | None) -> subprocess.CompletedProcess
         raise CommandError(f"{' '.join(argv)} timed out after {TIMEOUT:.0f}s") from None
 
 
+def attempt(argv: Sequence[str], *, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` and return its exit status and output, whatever the status."""
+    return _exec(argv, netns)
+
+
 def run(argv: Sequence[str], *, netns: str | None = None, check: bool = True) -> str:
     """Run ``argv`` (in the namespace at path ``netns`` when given); return its stdout.
 

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from podnetwork.commands import run, succeeds
+from podnetwork.commands import CommandError, attempt, run, succeeds
 
 OUTPUT_CHAIN = "peerpod-OUTPUT"
 PREROUTING_CHAIN = "peerpod-PREROUTING"
@@ -66,20 +66,26 @@ def add_notrack(
 
 
 def remove_notrack(vxlan_id: int, *, netns: str | None = None) -> None:
-    """Remove every rule tagged with ``vxlan_id`` from both chains; drop chains left empty."""
+    """Remove every rule tagged with ``vxlan_id`` from both chains; drop chains left empty.
+
+    Rules and chains already gone count as removed; any other iptables failure raises
+    :class:`~podnetwork.commands.CommandError` (calling again later finishes the job).
+    """
     tag = comment(vxlan_id)
     with _LOCK:
         for binary in ("iptables", "ip6tables"):
             if shutil.which(binary) is None:
                 continue
             ipt = [binary, "-w", "-t", TABLE]
+            listing = _table_rules(ipt, netns)
+            if listing is None:
+                continue  # no raw table for this family: nothing of ours there
             for base, chain in (("OUTPUT", OUTPUT_CHAIN), ("PREROUTING", PREROUTING_CHAIN)):
-                if not succeeds([*ipt, "-S", chain], netns=netns):
-                    continue  # no such chain (or no such binary/table): nothing of ours there
+                if ["-N", chain] not in listing:
+                    continue
                 remaining = 0
-                for line in run([*ipt, "-S", chain], netns=netns).splitlines():
-                    words = shlex.split(line)
-                    if len(words) < 2 or words[0] != "-A":
+                for words in listing:
+                    if len(words) < 2 or words[0] != "-A" or words[1] != chain:
                         continue
                     if _has_comment(words, tag):
                         run([*ipt, "-D", *words[1:]], netns=netns)
@@ -89,6 +95,20 @@ def remove_notrack(vxlan_id: int, *, netns: str | None = None) -> None:
                     while succeeds([*ipt, "-C", base, "-j", chain], netns=netns):
                         run([*ipt, "-D", base, "-j", chain], netns=netns)
                     run([*ipt, "-X", chain], netns=netns)
+
+
+def _table_rules(ipt: list[str], netns: str | None) -> list[list[str]] | None:
+    """The table's ``-S`` listing split into words; ``None`` when the table does not exist."""
+    proc = attempt([*ipt, "-S"], netns=netns)
+    if proc.returncode != 0:
+        if "does not exist" in proc.stderr:
+            return None
+        where = f" (netns {netns})" if netns else ""
+        raise CommandError(
+            f"{' '.join([*ipt, '-S'])}{where} failed with exit {proc.returncode}:"
+            f" {proc.stderr.strip()}"
+        )
+    return [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
 def _has_comment(words: list[str], tag: str) -> bool:

@@ -31,8 +31,13 @@ class WorkerNetwork(Protocol):
         ...
 
     async def teardown(self, sandbox_id: str, netns_path: str, network: PodNetwork) -> None:
-        """Remove what :meth:`setup` built for this sandbox; safe to repeat, and fine when the
-        pod netns is already gone. Other sandboxes' rules and devices stay."""
+        """Remove what :meth:`setup` built for this sandbox; fine when the pod netns is
+        already gone. Other sandboxes' rules and devices stay.
+
+        Every part is attempted; if one could not be removed, :class:`PodNetworkError` names
+        it after the others were. Calling again finishes the job: a missing part counts as
+        removed.
+        """
         ...
 
     def restore(self, sandbox_id: str, network: PodNetwork) -> None:

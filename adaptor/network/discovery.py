@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adaptor.network import netlink
+from podnetwork import links
 from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
@@ -18,11 +19,11 @@ class HostEndpoint:
 
 def read_host(host_netns: str | None, host_interface: str | None) -> HostEndpoint:
     """The worker's tunnel interface: the primary one, or ``host_interface`` (dedicated)."""
-    with netlink.open_netns(host_netns) as ipr:
+    with links.open_netns(host_netns) as ipr:
         primary = netlink.primary_interface(ipr, host_netns)
         name = host_interface or primary.ifname
         link = netlink.require_link(ipr, name, host_netns)
-        addrs = netlink.addresses(ipr, link["index"])
+        addrs = links.addresses(ipr, link["index"])
         if not addrs:
             raise PodNetworkError(
                 f"host interface {name} has no IP address in {netlink.where(host_netns)}"
@@ -36,16 +37,16 @@ def read_host(host_netns: str | None, host_interface: str | None) -> HostEndpoin
 
 def read_pod(netns_path: str, tunnel_type: str) -> PodNetwork:
     """Interface, single IPv4 address, MAC, MTU, routes and permanent neighbours of the pod."""
-    with netlink.open_netns(netns_path) as ipr:
+    with links.open_netns(netns_path) as ipr:
         default = netlink.primary_interface(ipr, netns_path)
-        link = netlink.find_link(ipr, default.ifname) if default.ifname else None
+        link = links.find_link(ipr, default.ifname) if default.ifname else None
         if link is None:
             raise PodNetworkError(
                 f"default route interface {default.ifname or f'#{default.index}'}"
                 f" not found in network namespace {netns_path}"
             )
         index = link["index"]
-        v4 = [a for a in netlink.addresses(ipr, index) if a.version == 4]
+        v4 = [a for a in links.addresses(ipr, index) if a.version == 4]
         if len(v4) != 1:
             found = ", ".join(str(a) for a in v4) or "none"
             raise PodNetworkError(

@@ -14,35 +14,18 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, TypeVar
+from ipaddress import IPv4Address, IPv6Address
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from adaptor.network import netlink, tc
+from adaptor.network import tunnel
 from adaptor.network.allocator import VxlanIdAllocator, VxlanIdExhausted
 from adaptor.network.discovery import read_host, read_pod
-from podnetwork import notrack
+from adaptor.network.plan import plan_tunnel, tunnel_remote, tunnel_site
+from adaptor.network.tunnel import translate
+from podnetwork import steps
 from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
 log = logging.getLogger(__name__)
-
-POD_VXLAN_INTERFACE = "vxlan1"
-TEMP_PREFIX = "ppvxlan"  # + id: at most 15 characters, unique per id
-
-T = TypeVar("T")
-
-
-def _translate(what: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except PodNetworkError:
-        raise
-    except NetlinkError as exc:
-        raise PodNetworkError(f"{what}: netlink error {exc.code}: {exc}") from None
-    except OSError as exc:
-        raise PodNetworkError(f"{what}: {exc}") from None
 
 
 async def _undoable(do: Callable[[], None], undo: Callable[[], None]) -> None:
@@ -87,7 +70,7 @@ class VxlanWorkerNetwork:
                 pod, worker_node_ip=host.worker_node_ip, dedicated=host.dedicated
             )
 
-        network = await asyncio.to_thread(_translate, f"inspect {netns_path}", read)
+        network = await asyncio.to_thread(translate, f"inspect {netns_path}", read)
         try:
             vxlan_id = self.allocator.allocate(sandbox_id)
         except VxlanIdExhausted as exc:
@@ -118,7 +101,7 @@ class VxlanWorkerNetwork:
         network: PodNetwork,
         vm_ips: Sequence[IPv4Address | IPv6Address],
     ) -> None:
-        remote = self._remote(sandbox_id, network, vm_ips)
+        remote = tunnel_remote(sandbox_id, network, vm_ips)
         await _undoable(
             lambda: self._setup_sync(sandbox_id, netns_path, network, remote),
             lambda: self._teardown_sync(sandbox_id, netns_path, network),
@@ -132,22 +115,6 @@ class VxlanWorkerNetwork:
             netns_path,
         )
 
-    def _remote(
-        self,
-        sandbox_id: str,
-        network: PodNetwork,
-        vm_ips: Sequence[IPv4Address | IPv6Address],
-    ) -> IPv4Address | IPv6Address:
-        if not network.vxlan_id or not network.vxlan_port:
-            raise PodNetworkError(f"sandbox {sandbox_id}: pod network has no vxlan id/port")
-        needed = 2 if network.dedicated else 1
-        if len(vm_ips) < needed:
-            raise PodNetworkError(
-                f"sandbox {sandbox_id}: the pod VM has {len(vm_ips)} IP address(es),"
-                f" the {'dedicated ' if network.dedicated else ''}tunnel needs {needed}"
-            )
-        return ip_address(vm_ips[needed - 1])
-
     def _setup_sync(
         self,
         sandbox_id: str,
@@ -155,50 +122,16 @@ class VxlanWorkerNetwork:
         network: PodNetwork,
         remote: IPv4Address | IPv6Address,
     ) -> None:
-        try:
-            _translate(
-                f"sandbox {sandbox_id}: vxlan setup in {netns_path}",
-                lambda: self._build(netns_path, network, remote),
-            )
-        except BaseException:
-            try:
-                self._teardown_sync(sandbox_id, netns_path, network)
-            except Exception as cleanup_exc:  # the original error is the one to report
-                log.warning(
-                    "sandbox=%s: removing the half-built tunnel failed: %s",
-                    sandbox_id,
-                    cleanup_exc,
-                )
-            raise
+        plan = plan_tunnel(network, netns_path, self.host_netns, remote)
 
-    def _build(
-        self, netns_path: str, network: PodNetwork, remote: IPv4Address | IPv6Address
-    ) -> None:
-        vni, port, pod_if = network.vxlan_id, network.vxlan_port, network.interface
-        temp = f"{TEMP_PREFIX}{vni}"
-        with netlink.open_netns(netns_path) as pod:
-            netlink.require_link(pod, pod_if, netns_path)
-            existing = netlink.find_link(pod, POD_VXLAN_INTERFACE)
-            if existing is not None and not _is_ours(existing, vni):
-                raise PodNetworkError(
-                    f"{POD_VXLAN_INTERFACE} already exists in network namespace {netns_path}"
-                    " and is not this sandbox's tunnel"
-                )
-            if existing is not None:  # left over from an earlier attempt
-                netlink.delete_link(pod, POD_VXLAN_INTERFACE)
-        notrack.add_notrack(remote, port, vni, netns=self.host_netns)
-        with netlink.open_netns(self.host_netns) as host:
-            stale = netlink.find_link(host, temp)
-            if stale is not None and _is_ours(stale, vni):
-                netlink.delete_link(host, temp)
-            index = netlink.create_vxlan(host, temp, remote, vni, port)
-            netlink.move_link(host, index, netns_path)
-        with netlink.open_netns(netns_path) as pod:
-            link = netlink.require_link(pod, temp, netns_path)
-            pod.link("set", index=link["index"], ifname=POD_VXLAN_INTERFACE)
-            pod.link("set", index=link["index"], state="up")
-        tc.add_redirect(pod_if, POD_VXLAN_INTERFACE, netns=netns_path)
-        tc.add_redirect(POD_VXLAN_INTERFACE, pod_if, netns=netns_path)
+        def undo_failed(step: steps.Step, exc: Exception) -> None:
+            # the original error is the one to report
+            log.warning("sandbox=%s: removing the half-built tunnel failed: %s", sandbox_id, exc)
+
+        translate(
+            f"sandbox {sandbox_id}: vxlan setup in {netns_path}",
+            lambda: steps.apply(tunnel.setup_steps(plan), undo_failed),
+        )
 
     # ---------------------------------------------------------------- teardown
 
@@ -207,29 +140,13 @@ class VxlanWorkerNetwork:
         log.info("sandbox=%s: vxlan tunnel id %d removed", sandbox_id, network.vxlan_id)
 
     def _teardown_sync(self, sandbox_id: str, netns_path: str, network: PodNetwork) -> None:
-        vni = network.vxlan_id
-        if not vni:
+        """Remove every part of the tunnel that is still there; raise
+        :class:`PodNetworkError` naming the parts that could not be removed."""
+        if not network.vxlan_id:
             return
-        temp = f"{TEMP_PREFIX}{vni}"
-
-        def remove() -> None:
-            if netns_path and os.path.exists(netns_path):
-                with netlink.open_netns(netns_path) as pod:
-                    ours = netlink.find_link(pod, POD_VXLAN_INTERFACE)
-                    if ours is not None and _is_ours(ours, vni):
-                        if network.interface:
-                            tc.remove_redirect(network.interface, netns=netns_path)
-                        netlink.delete_link(pod, POD_VXLAN_INTERFACE)
-                    moved = netlink.find_link(pod, temp)
-                    if moved is not None and _is_ours(moved, vni):
-                        netlink.delete_link(pod, temp)
-            with netlink.open_netns(self.host_netns) as host:
-                stale = netlink.find_link(host, temp)
-                if stale is not None and _is_ours(stale, vni):
-                    netlink.delete_link(host, temp)
-            notrack.remove_notrack(vni, netns=self.host_netns)
-
-        _translate(f"sandbox {sandbox_id}: vxlan teardown in {netns_path}", remove)
+        site = tunnel_site(network, netns_path, self.host_netns)
+        what = f"sandbox {sandbox_id}: vxlan teardown in {netns_path}"
+        steps.remove_all([_guarded(what, removal) for removal in tunnel.removals(site)])
 
     # ---------------------------------------------------------------- restart
 
@@ -241,9 +158,8 @@ class VxlanWorkerNetwork:
         self.allocator.release(sandbox_id)
 
 
-def _is_ours(link: Any, vxlan_id: int) -> bool:
-    info = netlink.vxlan_info(link)
-    return info is not None and info[0] == vxlan_id
+def _guarded(what: str, removal: steps.Action) -> steps.Action:
+    return lambda: translate(what, removal)
 
 
 class NoTunnelWorkerNetwork:
@@ -259,7 +175,7 @@ class NoTunnelWorkerNetwork:
                 return PodNetwork(tunnel_type="none")
             return read_pod(netns_path, "none")
 
-        return await asyncio.to_thread(_translate, f"inspect {netns_path}", read)
+        return await asyncio.to_thread(translate, f"inspect {netns_path}", read)
 
     async def setup(
         self,

@@ -3,7 +3,8 @@
 The VM end of the tunnel: NOTRACK rules for the worker's VXLAN traffic; ``vxlan0`` created
 in the VM's root netns (remote = worker, same id and port), moved into the pod netns and
 renamed to the pod's interface name, with the pod's MAC, IP and routes, so containers in
-the pod netns see exactly the network the CNI gave the pod on the worker.
+the pod netns see exactly the network the CNI gave the pod on the worker. What is built is
+planned in ``forwarder.podnetwork.plan`` and applied in ``forwarder.podnetwork.apply``.
 """
 
 from __future__ import annotations
@@ -12,42 +13,32 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
-from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from forwarder.podnetwork import links
-from podnetwork import notrack
-from podnetwork.commands import run
+from forwarder.podnetwork import apply, links
+from forwarder.podnetwork.plan import MAX_MTU, PodNetworkPlan, plan_pod_network, validate
+from podnetwork import steps
 from podnetwork.errors import PodNetworkError
 from protocols.apf import PodNetwork
 
+__all__ = ["DEFAULT_POD_NETNS", "MAX_MTU", "PodNetworkHandle", "setup_pod_network"]
+
 log = logging.getLogger(__name__)
 
-VM_VXLAN_INTERFACE = "vxlan0"
-MAX_MTU = 1450
 DEFAULT_POD_NETNS = "/run/netns/podns"
-_NETNS_DIRS = ("/run/netns", "/var/run/netns")
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    network: PodNetwork
-    pod_netns: str
-    vm_netns: str | None
-    worker_ip: IPv4Address | IPv6Address
 
 
 class PodNetworkHandle:
     """What :func:`setup_pod_network` built; ``await handle.teardown()`` removes it.
 
     Teardown deletes the pod interface and the NOTRACK rules. It keeps the pod netns even
-    when setup created it, because containers may still live in it; teardown is idempotent.
+    when setup created it, because containers may still live in it. Teardown is idempotent:
+    when a part cannot be removed it still removes the others, then raises
+    :class:`PodNetworkError`; calling it again finishes the job.
     """
 
-    def __init__(self, plan: _Plan | None) -> None:
+    def __init__(self, plan: PodNetworkPlan | None) -> None:
         self._plan = plan
 
     @property
@@ -58,7 +49,7 @@ class PodNetworkHandle:
         plan = self._plan
         if plan is None:
             return
-        await asyncio.to_thread(_teardown_sync, plan, False)
+        await asyncio.to_thread(_teardown_sync, plan)
         log.info(
             "pod network %s: vxlan id %d in %s removed",
             plan.network.pod_ip,
@@ -87,10 +78,9 @@ async def setup_pod_network(
         return PodNetworkHandle(None)
     if network.tunnel_type != "vxlan":
         raise PodNetworkError(f"unknown tunnel type: {network.tunnel_type!r}")
-    worker_ip = _validate(network)
+    validate(network)
     await _wait_for_vm_network(network, host_interface, wait_timeout, vm_netns)
-    plan = _Plan(network=network, pod_netns=pod_netns, vm_netns=vm_netns, worker_ip=worker_ip)
-    task = asyncio.ensure_future(asyncio.to_thread(_setup_sync, plan))
+    task = asyncio.ensure_future(asyncio.to_thread(_setup_sync, network, pod_netns, vm_netns))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -98,36 +88,21 @@ async def setup_pod_network(
         async def settle() -> None:
             await asyncio.wait({task})
             if not task.cancelled() and task.exception() is None:
-                await asyncio.to_thread(_teardown_sync, plan, False)
+                await asyncio.to_thread(_teardown_sync, task.result())
 
         await asyncio.shield(settle())
         raise
+    plan = task.result()
     log.info(
         "pod network %s on %s in %s: vxlan id %d to %s port %d",
         network.pod_ip,
         network.interface,
         pod_netns,
         network.vxlan_id,
-        worker_ip,
+        plan.worker_ip,
         network.vxlan_port,
     )
     return PodNetworkHandle(plan)
-
-
-def _validate(network: PodNetwork) -> IPv4Address | IPv6Address:
-    if not network.interface:
-        raise PodNetworkError("pod-network: interface is not specified")
-    if not network.pod_ip:
-        raise PodNetworkError("pod-network: podip is not specified")
-    if not network.worker_node_ip:
-        raise PodNetworkError("pod-network: worker-node-ip is not specified")
-    if not network.vxlan_id or not network.vxlan_port:
-        raise PodNetworkError("pod-network: vxlan-id and vxlan-port are required")
-    try:
-        ip_interface(network.pod_ip)
-        return ip_interface(network.worker_node_ip).ip
-    except ValueError as exc:
-        raise PodNetworkError(f"pod-network: {exc}") from None
 
 
 async def _wait_for_vm_network(
@@ -168,148 +143,34 @@ def _vm_network_problem(
         return f"!cannot read {links.where(vm_netns)}: {exc}"
 
 
-def _setup_sync(plan: _Plan) -> None:
-    created_netns = False
-    try:
-        created_netns = _ensure_netns(plan.pod_netns)
-        _build(plan)
-    except BaseException as exc:
-        try:
-            _teardown_sync(plan, created_netns)
-        except Exception as cleanup_exc:
-            log.warning(
-                "pod network %s: removing the half-built network failed: %s",
-                plan.network.pod_ip,
-                cleanup_exc,
-            )
-        if isinstance(exc, NetlinkError | OSError):
-            raise PodNetworkError(f"pod network setup in {plan.pod_netns} failed: {exc}") from None
-        raise
+def _setup_sync(network: PodNetwork, pod_netns: str, vm_netns: str | None) -> PodNetworkPlan:
+    """Plan from what is observed now, then apply; on failure undo and raise."""
+    plan = plan_pod_network(
+        network, pod_netns=pod_netns, vm_netns=vm_netns, netns_exists=os.path.exists(pod_netns)
+    )
 
-
-def _ensure_netns(path: str) -> bool:
-    """Create the pod netns (with lo up) if it does not exist; True if it was created."""
-    if os.path.exists(path):
-        return False
-    directory, name = os.path.split(path)
-    if directory not in _NETNS_DIRS or not name:
-        raise PodNetworkError(f"pod network namespace {path} does not exist")
-    run(["ip", "netns", "add", name])
-    run(["ip", "link", "set", "lo", "up"], netns=path)
-    log.info("pod network: created network namespace %s", path)
-    return True
-
-
-def _build(plan: _Plan) -> None:
-    net = plan.network
-    pod_if = net.interface
-    with links.open_netns(plan.pod_netns) as pod:
-        existing = links.find_index(pod, pod_if)
-        if existing is not None:
-            if not links.is_vxlan(pod, existing):
-                raise PodNetworkError(
-                    f"interface {pod_if} already exists in {plan.pod_netns} and is not a vxlan"
-                )
-            pod.link("del", index=existing)  # left over from an earlier run of the forwarder
-    notrack.add_notrack(plan.worker_ip, net.vxlan_port, net.vxlan_id, netns=plan.vm_netns)
-    group = "vxlan_group6" if plan.worker_ip.version == 6 else "vxlan_group"
-    with links.open_netns(plan.vm_netns) as vm:
-        stale = links.find_index(vm, VM_VXLAN_INTERFACE)
-        if stale is not None and links.is_vxlan(vm, stale):
-            vm.link("del", index=stale)
-        vm.link(
-            "add",
-            ifname=VM_VXLAN_INTERFACE,
-            kind="vxlan",
-            vxlan_id=net.vxlan_id,
-            vxlan_port=net.vxlan_port,
-            **{group: str(plan.worker_ip)},
+    def undo_failed(step: steps.Step, exc: Exception) -> None:
+        log.warning(
+            "pod network %s: removing the half-built network failed: %s", network.pod_ip, exc
         )
-        index = links.find_index(vm, VM_VXLAN_INTERFACE)
-        assert index is not None
-        links.move_link(vm, index, plan.pod_netns)
-    with links.open_netns(plan.pod_netns) as pod:
-        index = links.find_index(pod, VM_VXLAN_INTERFACE)
-        if index is None:
-            raise PodNetworkError(f"{VM_VXLAN_INTERFACE} vanished after the move")
-        pod.link("set", index=index, ifname=pod_if)
-        settings: dict[str, Any] = {"mtu": min(net.mtu, MAX_MTU) if net.mtu else MAX_MTU}
-        if net.pod_hw_addr:
-            settings["address"] = net.pod_hw_addr
-        pod.link("set", index=index, **settings)
-        pod_ip = ip_interface(net.pod_ip)
-        pod.addr("add", index=index, address=str(pod_ip.ip), prefixlen=pod_ip.network.prefixlen)
-        pod.link("set", index=index, state="up")
-        if pod_ip.network.prefixlen != pod_ip.max_prefixlen:
-            # As upstream: drop the kernel's subnet route (PTP/GKE CNIs need this); the
-            # routes read on the worker put it back for ordinary CNIs.
-            try:
-                pod.route(
-                    "del",
-                    dst=str(pod_ip.network.network_address),
-                    dst_len=pod_ip.network.prefixlen,
-                    oif=index,
-                    family=2 if pod_ip.version == 4 else 10,
-                    scope=255,  # RT_SCOPE_NOWHERE: match any scope, as ip route del does
-                    proto=0,
-                )
-            except NetlinkError as exc:
-                if exc.code != 3:  # ESRCH: no such route
-                    raise
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in pod.get_links()}
-        by_name = {name: idx for idx, name in names.items()}
-        # Routes without a gateway first: on-link gateways (Calico) must be reachable.
-        ordered = [r for r in net.routes if not r.gw] + [r for r in net.routes if r.gw]
-        for route in ordered:
-            oif = by_name.get(route.dev or pod_if)
-            if oif is None:
-                raise PodNetworkError(f"route {route.dst or 'default'}: no device {route.dev}")
-            try:
-                pod.route(
-                    "add",
-                    **links.route_args(route.dst, route.gw, oif, route.protocol, route.scope),
-                )
-            except NetlinkError as exc:
-                raise PodNetworkError(
-                    f"failed to add route {route.dst or 'default'} via {route.gw or '-'}"
-                    f" dev {route.dev or pod_if} in {plan.pod_netns}: {exc}"
-                ) from None
-        for neighbor in net.neighbors:
-            oif = by_name.get(neighbor.dev or pod_if)
-            if oif is None:
-                raise PodNetworkError(f"neighbor {neighbor.ip}: no device {neighbor.dev}")
-            address = ip_address(neighbor.ip)
-            try:
-                pod.neigh(
-                    "add",
-                    dst=str(address),
-                    lladdr=neighbor.hw_addr,
-                    ifindex=oif,
-                    state=links.NEIGHBOR_STATES[neighbor.state],
-                    family=2 if address.version == 4 else 10,
-                )
-            except NetlinkError as exc:
-                raise PodNetworkError(
-                    f"failed to add neighbor {neighbor.ip} lladdr {neighbor.hw_addr}"
-                    f" dev {neighbor.dev or pod_if} in {plan.pod_netns}: {exc}"
-                ) from None
 
-
-def _teardown_sync(plan: _Plan, remove_netns: bool) -> None:
-    net = plan.network
     try:
-        if os.path.exists(plan.pod_netns):
-            with links.open_netns(plan.pod_netns) as pod:
-                for name in (net.interface, VM_VXLAN_INTERFACE):
-                    index = links.find_index(pod, name) if name else None
-                    if index is not None and links.is_vxlan(pod, index):
-                        pod.link("del", index=index)
-        with links.open_netns(plan.vm_netns) as vm:
-            index = links.find_index(vm, VM_VXLAN_INTERFACE)
-            if index is not None and links.is_vxlan(vm, index):
-                vm.link("del", index=index)
-    except (OSError, NetlinkError) as exc:
-        raise PodNetworkError(f"pod network teardown in {plan.pod_netns} failed: {exc}") from None
-    notrack.remove_notrack(net.vxlan_id, netns=plan.vm_netns)
-    if remove_netns and os.path.exists(plan.pod_netns):
-        run(["ip", "netns", "delete", os.path.basename(plan.pod_netns)])
+        steps.apply(apply.setup_steps(plan), undo_failed)
+    except (NetlinkError, OSError) as exc:
+        raise PodNetworkError(f"pod network setup in {pod_netns} failed: {exc}") from None
+    return plan
+
+
+def _teardown_sync(plan: PodNetworkPlan) -> None:
+    what = f"pod network teardown in {plan.pod_netns} failed"
+    steps.remove_all([_guarded(what, removal) for removal in apply.removals(plan)])
+
+
+def _guarded(what: str, removal: steps.Action) -> steps.Action:
+    def run() -> None:
+        try:
+            removal()
+        except (OSError, NetlinkError) as exc:
+            raise PodNetworkError(f"{what}: {exc}") from None
+
+    return run

@@ -43,8 +43,10 @@ def test_sees_the_namespace_links_and_not_ours(namespace: str) -> None:
 async def test_daemon_signal_handler_is_not_triggered(namespace: str) -> None:
     """pyroute2's NetNS forks and SIGTERMs a helper that shares asyncio's wake-up fd."""
     received = asyncio.Event()
+    barrier = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, received.set)
+    loop.add_signal_handler(signal.SIGUSR1, barrier.set)
     try:
 
         def open_and_list() -> int:
@@ -53,7 +55,12 @@ async def test_daemon_signal_handler_is_not_triggered(namespace: str) -> None:
 
         for _ in range(10):
             assert await asyncio.to_thread(open_and_list) >= 3
-        await asyncio.sleep(0.1)
+        # Signals reach the loop in the order they were raised: once our own SIGUSR1 has
+        # been handled, a SIGTERM raised before it would have been handled too.
+        os.kill(os.getpid(), signal.SIGUSR1)
+        async with asyncio.timeout(10):
+            await barrier.wait()
         assert not received.is_set()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGUSR1)

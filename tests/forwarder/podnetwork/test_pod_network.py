@@ -197,3 +197,20 @@ async def test_failure_removes_the_half_built_network(netns_pool: NetnsPool) -> 
     assert not podns.exists()  # it was created by this call, so it went again
     assert "vxlan" not in vm.ip("-d", "link", "show")
     assert "peerpod" not in vm.run(["iptables", "-t", "raw", "-S"])
+
+
+async def test_a_failed_teardown_is_reported_and_finished_by_the_next(
+    netns_pool: NetnsPool,
+) -> None:
+    vm = make_vm(netns_pool)
+    podns = netns_pool.adopt("podns")
+    handle = await setup_pod_network(FLANNEL_STYLE, pod_netns=podns.path, vm_netns=vm.path)
+    foreign_jump = ["OUTPUT", "-p", "tcp", "-j", "peerpod-OUTPUT"]  # keeps the chain busy
+    vm.run(["iptables", "-t", "raw", "-A", *foreign_jump])
+    with pytest.raises(PodNetworkError, match=r"-X peerpod-OUTPUT .*Device or resource busy"):
+        await handle.teardown()
+    assert "eth0" not in podns.ip("link", "show")  # the other parts went all the same
+    assert "-N peerpod-OUTPUT" in vm.run(["iptables", "-t", "raw", "-S"])
+    vm.run(["iptables", "-t", "raw", "-D", *foreign_jump])
+    await handle.teardown()
+    assert "peerpod" not in vm.run(["iptables", "-t", "raw", "-S"])
