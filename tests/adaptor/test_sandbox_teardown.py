@@ -28,12 +28,12 @@ from providers.base import (
     InstanceSpec,
     ProviderUnavailable,
 )
+from providers.fake import InMemoryProvider
 from tests.adaptor.conftest import FAST_RETRY, make_settings
 from tests.adaptor.helpers import eventually, expect_error
 from tests.adaptor.shim import Shim
 from tests.fakes.cloud import FakeCloud
 from tests.fakes.network import FakeWorkerNetwork
-from tests.fakes.provider import InMemoryProvider
 
 
 @pytest.fixture

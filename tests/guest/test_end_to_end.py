@@ -12,7 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from forwarder.userdata.initdata import process_initdata
+from forwarder.userdata.initdata import initdata_files
+from forwarder.userdata.provision import commit_all
 from forwarder.userdata.safefs import SafeDir
 from guest.kbs.keys import TeeKeyPair
 from guest.kbs.token import Token
@@ -42,7 +43,7 @@ async def daemons(kbs: LoopbackKbs, tmp_path: Path) -> AsyncIterator[Daemons]:
     toml = initdata_toml(kbs.url, tmp_path / "aa.sock", tmp_path / "cdh.sock")
     (peerpod / "initdata").write_text(initdata.encode(toml))
     with SafeDir.open(peerpod) as root:
-        process_initdata(root)
+        commit_all(root, initdata_files(root, None).files)
     async with run_daemons(
         tmp_path, peerpod / "aa.toml", peerpod / "cdh.toml", tmp_path / "cdh.sock", free_port()
     ) as running:
