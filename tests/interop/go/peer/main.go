@@ -86,6 +86,8 @@ func main() {
 		if err := runGuest(*address, *call, *arg); err != nil {
 			fail("guest: %v", err)
 		}
+	case "agent-bench-server", "relay", "datapath-client":
+		runDatapathMode(mode, flags, address)
 	default:
 		usage()
 	}

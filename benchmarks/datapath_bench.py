@@ -1,0 +1,197 @@
+"""The agent data path in one run: a Go ttrpc client (the shim) and a Go ttrpc agent, three ways.
+
+    .venv/bin/python benchmarks/datapath_bench.py [--calls 5000] [--rounds 200]
+
+Rows:
+
+* direct, Go to Go: the client talks to the agent's unix socket;
+* two Go byte relays (no TLS): ``ttrpc-peer relay`` twice, roughly upstream's proxy and
+  forwarder without TLS;
+* proxy + forwarder with mTLS: this project's :class:`adaptor.proxy.AgentProxy` (in its own
+  process, as in the adaptor) dialling the real ``agent-protocol-forwarder`` over TCP + mTLS.
+
+For each row: grpc.Health/Check p50/p99 of sequential calls; 20 concurrent Checks while one
+WaitProcess blocks on the same connection (p50/p99 and wall time per round of 20); ReadStdout
+of 16 MiB in 1 MiB calls (best of 5, MB/s). Ratios are to the direct row of the same run.
+Go programs: tests/interop/go/bin/ttrpc-peer (built by .ci/setup.d/20-go-interop.sh).
+With ``--profile-dir DIR`` the proxy and forwarder run under py-spy (if installed) and leave
+their flame graphs (SVG) and top functions there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+
+from tests.forwarder.apf.helpers import SERVER_NAME, Pki, make_pki
+
+PEER = Path(__file__).resolve().parent.parent / "tests" / "interop" / "go" / "bin" / "ttrpc-peer"
+
+
+def _wait_path(path: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not create {path}")
+        time.sleep(0.01)
+
+
+def _client(address: str, calls: int, rounds: int) -> dict[str, float]:
+    out = subprocess.run(
+        [str(PEER), "datapath-client", "--address", address, "--calls", str(calls),
+         "--rounds", str(rounds)], check=True, capture_output=True, timeout=600)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _python_command(module_args: list[str], profile: Path | None, name: str) -> list[str]:
+    base = [sys.executable, *module_args]
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if profile is None or spy is None:
+        return base
+    return [spy, "record", "-r", "500", "-o", str(profile / f"{name}.svg"), "--", *base]
+
+
+def _forwarder(tmp: str, pki: Pki, agent: str, profile: Path | None
+               ) -> tuple[subprocess.Popen[bytes], int]:
+    config = Path(tmp) / "apf.json"
+    config.write_text(pki.apf_json())
+    notify_path = str(Path(tmp) / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(30)
+    proc = subprocess.Popen(
+        _python_command(["-m", "forwarder.apf_main", "-config", str(config), "-listen",
+                         "127.0.0.1:0", "-kata-agent-socket", agent], profile, "forwarder"),
+        env=dict(os.environ, NOTIFY_SOCKET=notify_path), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        ready = notify.recv(4096).decode()
+    finally:
+        notify.close()
+    return proc, int(ready.rsplit(":", 1)[1])
+
+
+async def _proxy_main(socket_path: str, port: int, pem_dir: str) -> None:
+    import signal
+
+    from adaptor.proxy import AgentProxy
+    from adaptor.proxy.dialer import ForwarderDialer
+    from runtime.tlsprofile import client_context
+
+    pems = Path(pem_dir)
+    context = client_context((pems / "client.crt").read_text(),
+                             (pems / "client.key").read_text(), (pems / "ca.crt").read_text())
+    dialer = ForwarderDialer("bench", "127.0.0.1", port, context, SERVER_NAME)
+    proxy = AgentProxy("bench", socket_path, dialer, proxy_timeout=30)
+    await proxy.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await proxy.aclose()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _row_python(tmp: str, agent: str, args: argparse.Namespace) -> dict[str, float]:
+    pki = make_pki()
+    profile = Path(args.profile_dir) if args.profile_dir else None
+    forwarder, port = _forwarder(tmp, pki, agent, profile)
+    pems = Path(tmp) / "pems"
+    pems.mkdir()
+    (pems / "client.crt").write_text(pki.client.cert_pem)
+    (pems / "client.key").write_text(pki.client.key_pem)
+    (pems / "ca.crt").write_text(pki.ca.cert_pem)
+    sock = str(Path(tmp) / "proxy" / "agent.ttrpc")
+    proxy = subprocess.Popen(
+        _python_command([__file__, "--serve-proxy", sock, str(port), str(pems)], profile,
+                        "proxy"), stdout=subprocess.DEVNULL)
+    try:
+        _wait_path(sock, proxy, "agent proxy")
+        return _client(f"unix:{sock}", args.calls, args.rounds)
+    finally:
+        _stop(proxy)
+        _stop(forwarder)
+
+
+def bench(args: argparse.Namespace) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    rows: list[tuple[str, dict[str, float]]] = []
+    with tempfile.TemporaryDirectory(prefix="datapath-bench-") as tmp:
+        agent = str(Path(tmp) / "agent.sock")
+        try:
+            procs.append(subprocess.Popen([str(PEER), "agent-bench-server", "--address",
+                                           f"unix:{agent}"]))
+            _wait_path(agent, procs[-1], "Go agent")
+            rows.append(("direct, Go to Go", _client(f"unix:{agent}", args.calls, args.rounds)))
+            hop1, hop2 = str(Path(tmp) / "relay1.sock"), str(Path(tmp) / "relay2.sock")
+            procs.append(subprocess.Popen([str(PEER), "relay", "--address", f"unix:{hop2}",
+                                           "--upstream", f"unix:{agent}"]))
+            _wait_path(hop2, procs[-1], "Go relay")
+            procs.append(subprocess.Popen([str(PEER), "relay", "--address", f"unix:{hop1}",
+                                           "--upstream", f"unix:{hop2}"]))
+            _wait_path(hop1, procs[-1], "Go relay")
+            rows.append(("two Go byte relays (no TLS)",
+                         _client(f"unix:{hop1}", args.calls, args.rounds)))
+            rows.append(("proxy + forwarder (mTLS)", _row_python(tmp, agent, args)))
+        finally:
+            for proc in reversed(procs):
+                _stop(proc)
+    _print(rows, args)
+
+
+def _print(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    base = rows[0][1]
+    print(f"{args.calls} sequential Checks, {args.rounds} rounds of 20 concurrent Checks with "
+          f"one WaitProcess blocked, ReadStdout 16 MiB in 1 MiB calls (best of 5); python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'path':<30}{'p50 us':>8}{'p99 us':>8}{'x':>6}{'20c p50':>9}{'20c p99':>9}"
+          f"{'20c wall':>10}{'x':>6}{'MB/s':>8}{'x':>6}")
+    for name, r in rows:
+        print(f"{name:<30}{r['check_p50_us']:>8.0f}{r['check_p99_us']:>8.0f}"
+              f"{r['check_p50_us'] / base['check_p50_us']:>6.2f}"
+              f"{r['concurrent_p50_us']:>9.0f}{r['concurrent_p99_us']:>9.0f}"
+              f"{r['concurrent_wall_us']:>10.0f}"
+              f"{r['concurrent_wall_us'] / base['concurrent_wall_us']:>6.2f}"
+              f"{r['read_stdout_mb_s']:>8.0f}"
+              f"{r['read_stdout_mb_s'] / base['read_stdout_mb_s']:>6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--profile-dir", default="")
+    parser.add_argument("--serve-proxy", nargs=3, metavar=("SOCKET", "PORT", "PEM_DIR"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_proxy:
+        sock, port, pems = args.serve_proxy
+        asyncio.run(_proxy_main(sock, int(port), pems))
+        return
+    if not PEER.exists():
+        raise SystemExit(f"{PEER} is missing: run .ci/setup.d/20-go-interop.sh")
+    bench(args)
+
+
+if __name__ == "__main__":
+    main()
