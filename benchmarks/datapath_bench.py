@@ -14,8 +14,8 @@ For each row: grpc.Health/Check p50/p99 of sequential calls; 20 concurrent Check
 WaitProcess blocks on the same connection (p50/p99 and wall time per round of 20); ReadStdout
 of 16 MiB in 1 MiB calls (best of 5, MB/s). Ratios are to the direct row of the same run.
 Go programs: tests/interop/go/bin/ttrpc-peer (built by .ci/setup.d/20-go-interop.sh).
-With ``--profile-dir DIR`` the proxy and forwarder run under py-spy (if installed) and leave
-their flame graphs (SVG) and top functions there.
+With ``--profile-dir DIR`` py-spy (if installed) samples the proxy and the forwarder during the
+measurements and leaves their collapsed stacks there (``proxy.txt``, ``forwarder.txt``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
 
+from runtime import aio
 from tests.forwarder.apf.helpers import SERVER_NAME, Pki, make_pki
 
 PEER = Path(__file__).resolve().parent.parent / "tests" / "interop" / "go" / "bin" / "ttrpc-peer"
@@ -56,16 +58,23 @@ def _client(address: str, calls: int, rounds: int) -> dict[str, float]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def _python_command(module_args: list[str], profile: Path | None, name: str) -> list[str]:
-    base = [sys.executable, *module_args]
+def _spy(pid: int, profile: Path | None, name: str) -> subprocess.Popen[bytes] | None:
+    """Sample ``pid`` with py-spy until SIGINT; collapsed stacks go to ``<profile>/<name>.txt``."""
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if profile is None or spy is None:
-        return base
-    return [spy, "record", "-r", "500", "-o", str(profile / f"{name}.svg"), "--", *base]
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "-r", "500", "-f", "raw", "-o",
+                             str(profile / f"{name}.txt")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
-def _forwarder(tmp: str, pki: Pki, agent: str, profile: Path | None
-               ) -> tuple[subprocess.Popen[bytes], int]:
+def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def _forwarder(tmp: str, pki: Pki, agent: str) -> tuple[subprocess.Popen[bytes], int]:
     config = Path(tmp) / "apf.json"
     config.write_text(pki.apf_json())
     notify_path = str(Path(tmp) / "notify.sock")
@@ -73,8 +82,8 @@ def _forwarder(tmp: str, pki: Pki, agent: str, profile: Path | None
     notify.bind(notify_path)
     notify.settimeout(30)
     proc = subprocess.Popen(
-        _python_command(["-m", "forwarder.apf_main", "-config", str(config), "-listen",
-                         "127.0.0.1:0", "-kata-agent-socket", agent], profile, "forwarder"),
+        [sys.executable, "-m", "forwarder.apf_main", "-config", str(config), "-listen",
+         "127.0.0.1:0", "-kata-agent-socket", agent],
         env=dict(os.environ, NOTIFY_SOCKET=notify_path), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
@@ -85,8 +94,6 @@ def _forwarder(tmp: str, pki: Pki, agent: str, profile: Path | None
 
 
 async def _proxy_main(socket_path: str, port: int, pem_dir: str) -> None:
-    import signal
-
     from adaptor.proxy import AgentProxy
     from adaptor.proxy.dialer import ForwarderDialer
     from runtime.tlsprofile import client_context
@@ -115,20 +122,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _row_python(tmp: str, agent: str, args: argparse.Namespace) -> dict[str, float]:
     pki = make_pki()
     profile = Path(args.profile_dir) if args.profile_dir else None
-    forwarder, port = _forwarder(tmp, pki, agent, profile)
+    forwarder, port = _forwarder(tmp, pki, agent)
     pems = Path(tmp) / "pems"
     pems.mkdir()
     (pems / "client.crt").write_text(pki.client.cert_pem)
     (pems / "client.key").write_text(pki.client.key_pem)
     (pems / "ca.crt").write_text(pki.ca.cert_pem)
     sock = str(Path(tmp) / "proxy" / "agent.ttrpc")
-    proxy = subprocess.Popen(
-        _python_command([__file__, "--serve-proxy", sock, str(port), str(pems)], profile,
-                        "proxy"), stdout=subprocess.DEVNULL)
+    proxy = subprocess.Popen([sys.executable, __file__, "--serve-proxy", sock, str(port),
+                              str(pems)], stdout=subprocess.DEVNULL)
+    spies = []
     try:
         _wait_path(sock, proxy, "agent proxy")
+        spies = [_spy(proxy.pid, profile, "proxy"), _spy(forwarder.pid, profile, "forwarder")]
         return _client(f"unix:{sock}", args.calls, args.rounds)
     finally:
+        for spy in spies:
+            _unspy(spy)
         _stop(proxy)
         _stop(forwarder)
 
@@ -186,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_proxy:
         sock, port, pems = args.serve_proxy
-        asyncio.run(_proxy_main(sock, int(port), pems))
+        aio.run(_proxy_main(sock, int(port), pems))  # uvloop, as the adaptor runs
         return
     if not PEER.exists():
         raise SystemExit(f"{PEER} is missing: run .ci/setup.d/20-go-interop.sh")
