@@ -74,6 +74,22 @@ def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
         spy.wait(60)
 
 
+def _print_profile(path: Path, top: int = 8) -> None:
+    """Self time per function from py-spy's collapsed stacks (``frame;frame;... count``)."""
+    if not path.exists():
+        return
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1].split(" (")[0]
+        own[leaf] = own.get(leaf, 0) + int(samples)
+        total += int(samples)
+    print(f"{path.stem}: {total} samples, self time")
+    for name, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {100 * count / total:5.1f}%  {name}")
+
+
 def _forwarder(tmp: str, pki: Pki, agent: str) -> tuple[subprocess.Popen[bytes], int]:
     config = Path(tmp) / "apf.json"
     config.write_text(pki.apf_json())
@@ -167,6 +183,9 @@ def bench(args: argparse.Namespace) -> None:
             for proc in reversed(procs):
                 _stop(proc)
     _print(rows, args)
+    if args.profile_dir:
+        for name in ("proxy", "forwarder"):
+            _print_profile(Path(args.profile_dir) / f"{name}.txt")
 
 
 def _print(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
