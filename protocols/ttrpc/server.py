@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +42,9 @@ from protocols.ttrpc.messages import (
 from protocols.ttrpc.status import Code, OversizedMessage, TTRPCError
 
 log = logging.getLogger(__name__)
+
+# Calls in flight on one connection before the server stops reading more requests from it.
+MAX_CALLS_IN_FLIGHT = 1024
 
 
 class Message(Protocol):
@@ -110,8 +114,11 @@ class Method(Generic[Req, Resp]):
 class Server:
     """Holds the service table and any number of listeners sharing it."""
 
-    def __init__(self, *, max_message: int = MESSAGE_LENGTH_MAX) -> None:
+    def __init__(
+        self, *, max_message: int = MESSAGE_LENGTH_MAX, max_calls: int = MAX_CALLS_IN_FLIGHT
+    ) -> None:
         self._max_message = max_message
+        self._max_calls = max_calls
         self._methods: dict[str, RawHandler] = {}
         self._services: dict[str, RawHandler] = {}
         self._known_services: set[str] = set()
@@ -207,10 +214,42 @@ class Server:
 
 
 class _ServerConnection(FrameProtocol):
+    """Backpressure: reading stops while ``max_calls`` calls are in flight, or while the
+    peer does not read its responses (the write buffer is above its high-water mark)."""
+
     def __init__(self, server: Server) -> None:
         super().__init__(server._max_message)
         self.server = server
         self.calls: dict[int, asyncio.Task[None]] = {}
+        self._too_many_calls = False
+        self._writes_blocked = False
+        self._reading = True
+        self._backlog: deque[Frame | OversizedFrame] = deque()  # read while paused
+
+    def _update_reading(self) -> None:
+        want = not (self._too_many_calls or self._writes_blocked)
+        transport = self.transport
+        if want == self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = want
+        if not want:
+            transport.pause_reading()
+            return
+        backlog = self._backlog
+        while backlog and self._reading:
+            self._handle_frame(backlog.popleft())
+        if self._reading:
+            transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writes_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writes_blocked = False
+        self._update_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -229,6 +268,12 @@ class _ServerConnection(FrameProtocol):
             task.cancel()
 
     def frame_received(self, frame: Frame | OversizedFrame) -> None:
+        if self._reading and not self._backlog:
+            self._handle_frame(frame)
+        else:  # the rest of a read that came in before reading paused
+            self._backlog.append(frame)
+
+    def _handle_frame(self, frame: Frame | OversizedFrame) -> None:
         if isinstance(frame, OversizedFrame):
             if frame.type == MessageType.REQUEST:
                 error = OversizedMessage(frame.length, self.server._max_message)
@@ -270,9 +315,15 @@ class _ServerConnection(FrameProtocol):
         task = asyncio.get_running_loop().create_task(self._serve(stream_id, request))
         self.calls[stream_id] = task
         task.add_done_callback(partial(self._call_done, stream_id))
+        if len(self.calls) >= self.server._max_calls:
+            self._too_many_calls = True
+            self._update_reading()
 
     def _call_done(self, stream_id: int, _task: asyncio.Task[None]) -> None:
         self.calls.pop(stream_id, None)
+        if self._too_many_calls and len(self.calls) < self.server._max_calls:
+            self._too_many_calls = False
+            self._update_reading()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
         loop = asyncio.get_running_loop()
