@@ -14,10 +14,10 @@ from typing import Any
 
 from guest.attesters import ioctl
 from guest.attesters.base import TDX, InitDataResult, pad
+from guest.attesters.ccel import AAEL_PATH, CCEL_PATH, read_eventlog
 from guest.attesters.tsm import TsmReports
 from guest.errors import AttesterError
 
-CCEL_PATH = Path("/sys/firmware/acpi/tables/data/CCEL")
 TDX_GUEST_DEVICE = ioctl.TDX_GUEST_DEVICE
 MEASUREMENTS_PATH = Path("/sys/devices/virtual/misc/tdx_guest/measurements")
 REPORT_DATA_SIZE = 64
@@ -32,6 +32,7 @@ class TdxAttester:
         tsm: TsmReports,
         *,
         ccel: Path = CCEL_PATH,
+        aael: Path = AAEL_PATH,
         device: Path = TDX_GUEST_DEVICE,
         ioctl_call: ioctl.Ioctl | None = None,
         measurements: Path = MEASUREMENTS_PATH,
@@ -39,6 +40,7 @@ class TdxAttester:
         self.tsm = tsm
         self.measurements = measurements
         self.ccel = ccel
+        self.aael = aael
         self.device = device
         self.ioctl_call = ioctl_call
 
@@ -49,14 +51,8 @@ class TdxAttester:
             )
         inblob = pad(report_data, REPORT_DATA_SIZE)
         report = await asyncio.to_thread(self.tsm.report, inblob, wanted=TDX)
-        eventlog = await asyncio.to_thread(self._eventlog)
+        eventlog = await asyncio.to_thread(read_eventlog, self.ccel, self.aael)
         return {"cc_eventlog": eventlog, "quote": base64.b64encode(report.outblob).decode()}
-
-    def _eventlog(self) -> str | None:
-        try:
-            return base64.b64encode(self.ccel.read_bytes()).decode()
-        except FileNotFoundError:
-            return None
 
     def _tdreport(self) -> bytes:
         call = self.ioctl_call or ioctl.default_ioctl

@@ -6,6 +6,7 @@ files extend like the kernel's: a write of 48 bytes sets the file to SHA-384(old
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 from pathlib import Path
@@ -16,6 +17,7 @@ from guest.aa.agent import AttestationAgent, RuntimeMeasurement
 from guest.aa.config import AaConfig, EventlogConfig
 from guest.aa.eventlog import WAL_NAME, Event, EventLog, EventLogError, tcg2_entry
 from guest.attesters.base import Attester
+from guest.attesters.ccel import EL_HEADER, trim_ccel
 from guest.attesters.sample import SampleAttester
 from guest.attesters.tdx import TdxAttester
 from guest.attesters.tsm import TsmReports
@@ -30,7 +32,12 @@ class KernelRtmrs(TdxAttester):
         for n in range(4):
             (root / f"rtmr{n}:sha384").write_bytes(bytes(48))
         (root / "mrconfigid").write_bytes(bytes(48))
-        super().__init__(TsmReports(root / "no-tsm"), measurements=root)
+        super().__init__(
+            TsmReports(root / "no-tsm"),
+            measurements=root,
+            ccel=root / "CCEL",
+            aael=root.parent / "run/aa/eventlog",
+        )
         self.extended: list[tuple[int, bytes]] = []
         self.fail_next_extend = False
 
@@ -174,3 +181,47 @@ def test_pcr_to_rtmr_mapping(tmp_path: Path) -> None:
     tdx = KernelRtmrs(tmp_path / "m")
     got = {pcr: tdx.pcr_to_ccmr(pcr) for pcr in (0, 1, 2, 6, 7, 8, 15, 16, 17, 23)}
     assert got == {0: 4, 1: 1, 2: 2, 6: 2, 7: 1, 8: 3, 15: 3, 16: 4, 17: 4, 23: 4}
+
+
+def ccel_event(register: int, etype: int, digest: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack("<IIIH", register, etype, 1, 0xC) + digest + struct.pack("<I", len(data)) + data
+    )
+
+
+def firmware_ccel() -> tuple[bytes, bytes]:
+    """(a CCEL table with its end marker and padding, the part upstream keeps)."""
+    spec_id = b"Spec ID Event03\0" + bytes(21)
+    header = struct.pack("<II", 0, 3) + bytes(20) + struct.pack("<I", len(spec_id)) + spec_id
+    events = ccel_event(1, 0x80000001, b"\x11" * 48, b"efi") + ccel_event(2, 0xD, b"\x22" * 48, b"")
+    return header + events + b"\xff" * 8 + bytes(64), header + events
+
+
+def test_trim_ccel_stops_at_the_end_marker() -> None:
+    table, kept = firmware_ccel()
+    assert trim_ccel(table) == kept
+    assert trim_ccel(kept + bytes(8)) == kept  # a zero marker ends it too
+    with pytest.raises(AttesterError, match="no end flag"):
+        trim_ccel(kept)
+    header = kept[: 4 + 4 + 20 + 4 + 37]
+    bad = header + struct.pack("<IIIH", 1, 1, 1, 0x99) + bytes(64) + b"\xff" * 8
+    with pytest.raises(AttesterError, match="unsupported digest algorithm"):
+        trim_ccel(bad)
+
+
+async def test_tdx_evidence_carries_ccel_and_aael(tmp_path: Path) -> None:
+    from tests.guest.fake_configfs import FakeTsmConfigFs
+
+    tdx = KernelRtmrs(tmp_path / "measurements")
+    tsm_root = tmp_path / "tsm"
+    tsm_root.mkdir()
+    tdx.tsm = TsmReports(tsm_root, fs=FakeTsmConfigFs("tdx_guest"))
+    assert (await tdx.evidence(b"r"))["cc_eventlog"] is None
+    await agent(tmp_path, tdx).extend_runtime_measurement("d", "o", "c", None)
+    aael = (tmp_path / "run/aa/eventlog").read_bytes()
+    log = base64.b64decode((await tdx.evidence(b"r"))["cc_eventlog"])
+    assert log == EL_HEADER + aael + b"\xff" * 8  # no CCEL: the fixed header first
+    table, kept = firmware_ccel()
+    (tdx.measurements / "CCEL").write_bytes(table)
+    log = base64.b64decode((await tdx.evidence(b"r"))["cc_eventlog"])
+    assert log == kept + aael + b"\xff" * 8
