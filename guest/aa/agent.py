@@ -12,7 +12,7 @@ import aiohttp
 
 from guest.aa.coco_as import get_token as coco_as_token
 from guest.aa.config import AaConfig
-from guest.aa.eventlog import EVENTLOG_DIR, Event, EventLog
+from guest.aa.eventlog import EVENTLOG_DIR, Event, EventLog, EventLogError
 from guest.attesters.base import Attester, InitDataResult
 from guest.errors import GuestConfigError
 from guest.kbs.client import RcarClient
@@ -117,11 +117,15 @@ class AttestationAgent:
             return RuntimeMeasurement.NOT_ENABLED
         if not self.attester.supports_runtime_measurement():
             return RuntimeMeasurement.NOT_SUPPORTED
-        eventlog = await self.init()
-        if eventlog is None:
-            return RuntimeMeasurement.NOT_SUPPORTED
+        event = Event(domain, operation, content)
         pcr = self.config.eventlog.init_pcr if register_index is None else register_index
-        await eventlog.extend(Event(domain, operation, content), pcr)
+        try:
+            eventlog = await self.init()
+            if eventlog is None:
+                return RuntimeMeasurement.NOT_SUPPORTED
+            await eventlog.extend(event, pcr)
+        except OSError as exc:
+            raise EventLogError(f"event log: {exc}") from exc
         return RuntimeMeasurement.OK
 
     async def init(self) -> EventLog | None:

@@ -16,12 +16,16 @@ import pytest
 from guest.aa.agent import AttestationAgent, RuntimeMeasurement
 from guest.aa.config import AaConfig, EventlogConfig
 from guest.aa.eventlog import WAL_NAME, Event, EventLog, EventLogError, tcg2_entry
+from guest.aa.service import SERVICE, AttestationAgentService
 from guest.attesters.base import Attester
 from guest.attesters.ccel import EL_HEADER, trim_ccel
 from guest.attesters.sample import SampleAttester
 from guest.attesters.tdx import TdxAttester
 from guest.attesters.tsm import TsmReports
 from guest.errors import AttesterError
+from protocols.kata import attestation_agent_pb2 as pb
+from protocols.ttrpc import Code, Server, TTRPCError
+from protocols.ttrpc.testing import connect_pair
 
 
 class KernelRtmrs(TdxAttester):
@@ -225,3 +229,42 @@ async def test_tdx_evidence_carries_ccel_and_aael(tmp_path: Path) -> None:
     (tdx.measurements / "CCEL").write_bytes(table)
     log = base64.b64decode((await tdx.evidence(b"r"))["cc_eventlog"])
     assert log == kept + aael + b"\xff" * 8
+
+
+async def test_unwritable_log_directory_is_a_guest_error(tmp_path: Path) -> None:
+    tdx = KernelRtmrs(tmp_path / "measurements")
+    blocker = tmp_path / "run"
+    blocker.write_bytes(b"")  # a file where the log directory should be
+    with pytest.raises(EventLogError, match="event log"):
+        await agent(tmp_path, tdx).extend_runtime_measurement("a", "b", "c", None)
+    assert tdx.extended == []
+
+
+async def test_extend_over_ttrpc_with_upstream_statuses(tmp_path: Path) -> None:
+    tdx = KernelRtmrs(tmp_path / "measurements")
+    aa = agent(tmp_path, tdx)
+    server = Server()
+    AttestationAgentService(aa).register(server)
+    client = await connect_pair(server)
+    try:
+        request = pb.ExtendRuntimeMeasurementRequest(Domain="d", Operation="o", Content="c")
+        reply = await client.call(
+            SERVICE, "ExtendRuntimeMeasurement", request, pb.ExtendRuntimeMeasurementResponse
+        )
+        assert reply.Result == pb.OK
+        assert [e[4] for e in parse_entries((tmp_path / "run/aa/eventlog").read_bytes())] == [
+            b"d o c"
+        ]
+        bad = pb.ExtendRuntimeMeasurementRequest(Domain="d", Operation="o", Content="c\nx")
+        with pytest.raises(TTRPCError) as raised:
+            await client.call(
+                SERVICE, "ExtendRuntimeMeasurement", bad, pb.ExtendRuntimeMeasurementResponse
+            )
+        assert (raised.value.code, raised.value.message) == (
+            Code.INTERNAL,
+            "[ERROR:attestation-agent] AA extend runtime measurement failed",
+        )
+    finally:
+        await client.aclose()
+        await server.shutdown()
+        await aa.aclose()
