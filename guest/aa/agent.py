@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from guest.aa.coco_as import get_token as coco_as_token
 from guest.aa.config import AaConfig
+from guest.aa.eventlog import EVENTLOG_DIR, Event, EventLog, EventLogError
 from guest.attesters.base import Attester, InitDataResult
-from guest.errors import GuestConfigError, GuestError
+from guest.errors import GuestConfigError
 from guest.kbs.client import RcarClient
 from guest.kbs.http import new_session
 
@@ -44,11 +46,18 @@ class _Evidence:
 
 class AttestationAgent:
     def __init__(
-        self, config: AaConfig, attester: Attester, *, initdata_toml: str | None = None
+        self,
+        config: AaConfig,
+        attester: Attester,
+        *,
+        initdata_toml: str | None = None,
+        eventlog_dir: Path = EVENTLOG_DIR,
     ) -> None:
         self.config = config
         self.attester = attester
         self.initdata_toml = initdata_toml
+        self.eventlog_dir = eventlog_dir
+        self._eventlog: EventLog | None = None
         self._session: aiohttp.ClientSession | None = None
         self._as_session: aiohttp.ClientSession | None = None
         self._kbs: RcarClient | None = None
@@ -108,7 +117,32 @@ class AttestationAgent:
             return RuntimeMeasurement.NOT_ENABLED
         if not self.attester.supports_runtime_measurement():
             return RuntimeMeasurement.NOT_SUPPORTED
-        raise GuestError("runtime measurement is not implemented for this TEE")
+        event = Event(domain, operation, content)
+        pcr = self.config.eventlog.init_pcr if register_index is None else register_index
+        try:
+            eventlog = await self.init()
+            if eventlog is None:
+                return RuntimeMeasurement.NOT_SUPPORTED
+            await eventlog.extend(event, pcr)
+        except OSError as exc:
+            raise EventLogError(f"event log: {exc}") from exc
+        return RuntimeMeasurement.OK
+
+    async def init(self) -> EventLog | None:
+        """Open the event log (finishing a crashed entry) when enabled and supported.
+
+        Upstream opens it whenever it is enabled, and cannot do so on a TEE without a
+        runtime measurement register; here such a TEE answers NOT_SUPPORTED instead.
+        """
+        eventlog = self.config.eventlog
+        if not eventlog.enable_eventlog or not self.attester.supports_runtime_measurement():
+            return None
+        async with self._lock:
+            if self._eventlog is None:
+                self._eventlog = await EventLog.open(
+                    self.attester, eventlog.init_pcr, self.eventlog_dir
+                )
+            return self._eventlog
 
     async def bind_init_data(self, digest: bytes) -> InitDataResult:
         return await self.attester.bind_init_data(digest)

@@ -84,6 +84,7 @@ async def run(args: argparse.Namespace) -> None:
             log.info("Check initdata passed.")
         else:
             log.info("Platform does not support initdata checking. Jumping.")
+    await agent.init()
     server = Server()
     AttestationAgentService(agent).register(server)
     log.info("tee=%s: attestation-agent listening on %s", agent.tee, args.attestation_sock)

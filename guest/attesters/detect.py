@@ -1,7 +1,7 @@
 """Choose the primary attester: upstream's detection order, or a forced TEE.
 
 Upstream order: tdx, sgx, az-tdx-vtpm, az-snp-vtpm, snp, csv, cca, se, tpm, else ``sample``
-with a warning. Of these, this implementation attests ``tdx`` (configfs-tsm) and ``sample``;
+with a warning. Of these, this implementation attests ``tdx``, ``snp`` and ``sample``;
 a platform it recognises but cannot attest is an error rather than a silent fallback.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from guest.attesters.base import SAMPLE, SNP, TDX, Attester
 from guest.attesters.sample import SampleAttester
+from guest.attesters.snp import SnpAttester
 from guest.attesters.tdx import TDX_GUEST_DEVICE, TdxAttester
 from guest.attesters.tsm import TsmReports
 from guest.errors import AttesterError
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SEV_GUEST_PLATFORM = Path("/sys/devices/platform/sev-guest")
 AUTO = "auto"
-CHOICES = (AUTO, SAMPLE, TDX)
+CHOICES = (AUTO, SAMPLE, TDX, SNP)
 
 SAMPLE_WARNING = (
     "No TEE platform detected. Sample Attester will be used. If you are expecting to "
@@ -51,6 +52,8 @@ def make_attester(
     tee = detect_tee(tsm, sysroot=sysroot) if forced == AUTO else forced
     if tee == TDX:
         return TdxAttester(tsm)
+    if tee == SNP:
+        return SnpAttester(tsm)
     if tee == SAMPLE:
         if forced == AUTO:
             log.warning(SAMPLE_WARNING)

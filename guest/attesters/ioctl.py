@@ -33,6 +33,14 @@ TDX_CMD_GET_REPORT0 = iowr("T", 1, TDX_REPORT_DATA_LEN + TDX_REPORT_LEN)
 # TDREPORT_STRUCT: REPORTMACSTRUCT (256) + TEE_TCB_INFO (239) + reserved (17), then
 # TDINFO_STRUCT: ATTRIBUTES (8), XFAM (8), MRTD (48), MRCONFIGID (48), ...
 MRCONFIGID = slice(512 + 8 + 8 + 48, 512 + 8 + 8 + 48 + 48)
+# ... MROWNER (48), MROWNERCONFIG (48), RTMR[4] (48 each)
+_RTMR0 = MRCONFIGID.stop + 48 + 48
+
+
+def rtmr_slice(index: int) -> slice:
+    """RTMR<index> in the TDREPORT."""
+    return slice(_RTMR0 + 48 * index, _RTMR0 + 48 * (index + 1))
+
 
 # struct snp_guest_request_ioctl { __u8 msg_version; __u64 req_data; __u64 resp_data;
 #                                  __u64 exitinfo2; }  (32 bytes with padding)

@@ -6,12 +6,12 @@ import base64
 import logging
 from typing import Any
 
-from guest.attesters.base import SAMPLE, InitDataResult
+from guest.attesters.base import SAMPLE, InitDataResult, NoRuntimeMeasurement
 
 log = logging.getLogger(__name__)
 
 
-class SampleAttester:
+class SampleAttester(NoRuntimeMeasurement):
     tee = SAMPLE
 
     async def evidence(self, report_data: bytes) -> Any:
@@ -20,6 +20,3 @@ class SampleAttester:
     async def bind_init_data(self, digest: bytes) -> InitDataResult:
         log.info("tee=sample: initdata binding is unsupported by the sample attester")
         return InitDataResult.UNSUPPORTED
-
-    def supports_runtime_measurement(self) -> bool:
-        return False

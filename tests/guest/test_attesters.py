@@ -65,15 +65,13 @@ def test_privlevel_is_written_before_inblob(tmp_path: Path) -> None:
 async def test_tdx_evidence_pads_report_data_and_adds_the_eventlog(tmp_path: Path) -> None:
     tsm = tsm_tree(tmp_path, FakeTsmConfigFs())
     ccel = tmp_path / "CCEL"
-    attester = TdxAttester(tsm, ccel=ccel)
+    attester = TdxAttester(tsm, ccel=ccel, aael=tmp_path / "aael")
     digest = bytes(range(48))
     evidence = await attester.evidence(digest)
     assert evidence == {
         "cc_eventlog": None,
         "quote": base64.b64encode(fake_quote(digest + bytes(16))).decode(),
     }
-    ccel.write_bytes(b"TCG2")
-    assert (await attester.evidence(digest))["cc_eventlog"] == base64.b64encode(b"TCG2").decode()
     with pytest.raises(AttesterError, match="no more than 64 bytes"):
         await attester.evidence(bytes(65))
 
@@ -96,5 +94,5 @@ def test_auto_falls_back_to_sample_with_a_warning(
     assert attester.tee == "sample"
     assert "Sample Attester will be used" in caplog.text
     (tmp_path / "sys/devices/platform/sev-guest").mkdir(parents=True)
-    with pytest.raises(AttesterError, match="'snp' is detected but not supported"):
-        make_attester("auto", tsm=TsmReports(tmp_path / "missing"), sysroot=tmp_path)
+    snp = make_attester("auto", tsm=TsmReports(tmp_path / "missing"), sysroot=tmp_path)
+    assert snp.tee == "snp"

@@ -46,7 +46,7 @@ async def test_tdx_initdata_binding_reads_mrconfigid(tmp_path: Path) -> None:
         TsmReports(tmp_path / "none"), device=device, ioctl_call=fake_tdx_driver(short + bytes(16))
     )
     assert await padded.bind_init_data(short) is InitDataResult.OK
-    with pytest.raises(AttesterError, match="MRCONFIGID does not match"):
+    with pytest.raises(AttesterError, match="Init data does not match!"):
         await good.bind_init_data(hashlib.sha384(b"other").digest())
     missing = TdxAttester(TsmReports(tmp_path / "none"), device=tmp_path / "absent")
     with pytest.raises(AttesterError, match="open"):
