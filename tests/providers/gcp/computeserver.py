@@ -71,6 +71,7 @@ class ComputeServer:
         self.faults = Faults()
         self.polls_before_done = 2
         self.insert_polls = 2
+        self.page_limit = 500  # GCE's largest page; lower it to exercise paging
         self.url = ""
         self._ids = itertools.count(4_000_000_000_000_000_001)
         self._private = _hosts(subnet)
@@ -192,7 +193,7 @@ class ComputeServer:
         wanted = _parse_filter(query.get("filter", ""))
         found = [i for i in self.instances.values()
                  if all(i.get("labels", {}).get(k) == v for k, v in wanted.items())]
-        size = min(int(query.get("maxResults", "500")), 500)
+        size = min(int(query.get("maxResults", "500")), self.page_limit)
         start = int(query.get("pageToken") or 0)
         answer: dict[str, Any] = {"kind": "compute#instanceList", "id": "instances",
                                   "items": found[start:start + size]}
