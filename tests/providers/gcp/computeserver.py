@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
@@ -77,6 +77,9 @@ class ComputeServer:
         self._private = _hosts(subnet)
         self._public = _hosts(nat)
         self._runner: web.AppRunner | None = None
+        # Called with the instance's JSON when its insert is done / once it is gone.
+        self.on_running: Callable[[dict[str, Any]], None] = lambda _instance: None
+        self.on_gone: Callable[[dict[str, Any]], None] = lambda _instance: None
 
     # --------------------------------------------------------------- server
 
@@ -262,11 +265,13 @@ class ComputeServer:
             return
         if op.kind == "delete" or op.error is not None:
             del self.instances[op.target]
+            self.on_gone(instance)
             return
         instance["status"] = "RUNNING"
         for nic in instance["networkInterfaces"]:
             for access in nic["accessConfigs"]:
                 access["natIP"] = str(next(self._public))
+        self.on_running(instance)
 
     def _op_json(self, op: Operation) -> dict[str, Any]:
         zone_url = f"{self.url}{BASE}/projects/{self.project}/zones/{self.zone}"
