@@ -46,6 +46,8 @@ STATES = {
     "SUSPENDED": InstanceState.STOPPED,
     "TERMINATED": InstanceState.STOPPED,
 }
+# States of an instance a create for its sandbox may hand out again.
+ALIVE_STATES = frozenset({"PROVISIONING", "STAGING", "RUNNING"})
 REQUEST_ID_NAMESPACE = uuid.UUID("6f0e3a52-2f57-4d55-9f43-9bd1c1b8d6a1")
 
 
@@ -103,6 +105,13 @@ def subnetwork_path(settings: GcpSettings) -> str:
     if not name or name.startswith(SUBNETWORK_PREFIXES) or not settings.region:
         return name
     return f"projects/{settings.project_id}/regions/{settings.region}/subnetworks/{name}"
+
+
+def owner_and_name(path: str, project: str) -> tuple[str, str]:
+    """The project a resource path names (else ``project``) and its last part."""
+    parts = [p for p in path.split("/") if p]
+    owner = parts[parts.index("projects") + 1] if "projects" in parts[:-1] else project
+    return owner, parts[-1] if parts else path
 
 
 def resource_manager_tags(settings: GcpSettings) -> dict[str, str]:

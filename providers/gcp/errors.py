@@ -104,6 +104,8 @@ def translate(
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, OperationFailed):
+        if exc.status == 404 and instance_id is not None:
+            return InstanceNotFound(instance_id)  # deleted by someone else meanwhile
         return _operation_error(exc, action, machine_type)
     if is_throttled(exc):
         return Throttled(f"GCE {action} still rate limited when time ran out ({exc})")

@@ -37,20 +37,23 @@ from providers.base import (
 )
 from providers.gcp import errors
 from providers.gcp.body import (
+    ALIVE_STATES,
+    LABELS,
     AddressNotReady,
     carries,
     image_ref,
     insert_body,
     label_filter,
+    owner_and_name,
     request_id,
     resource_manager_tags,
     source_image,
+    subnetwork_path,
     to_instance,
 )
 from providers.gcp.credentials import make_credentials
 from providers.gcp.settings import (
     BURST_SECONDS,
-    CONFIDENTIAL_TYPES,
     READ_RATE_FACTOR,
     GcpSettings,
 )
@@ -65,6 +68,19 @@ PUBLIC_IP_WAIT = 120.0
 HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image")
 DONE = compute_v1.Operation.Status.DONE
 Translate = Callable[[Exception], ProviderError]
+
+
+# At DEBUG the SDK logs every request and response body (instance metadata holds the
+# user-data, token requests hold signed assertions), as message extras that a JSON log
+# format would print. Its loggers stay at INFO, so that those bodies are not even built.
+SDK_LOGGERS = ("google.cloud.compute_v1", "google.api_core", "google.auth", "google.oauth2")
+
+
+def quiet_sdk_logs() -> None:
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 class GcpProvider:
@@ -105,6 +121,7 @@ class GcpProvider:
 
     def _make_clients(self) -> dict[str, Any]:
         s = self._settings
+        quiet_sdk_logs()
         with translate_errors(functools.partial(errors.translate, action="client setup")):
             credentials = make_credentials(s.credentials, s.api_endpoint)
         options = ClientOptions(api_endpoint=s.api_endpoint) if s.api_endpoint else None
@@ -229,8 +246,9 @@ class GcpProvider:
                                       machine_type=machine_type)
         log.info("sandbox=%s: creating instance %s (type %s, %s)", sid, request.name,
                  machine_type, "non-CVM" if s.disable_cvm else s.confidential_type)
-        operation: compute_v1.Operation | None = None
+        attempted = False
         try:
+            attempted = True
             operation = await self._call(
                 "instances", "insert_unary", mutating=True, translate=translate,
                 request=compute_v1.InsertInstanceRequest(
@@ -240,11 +258,20 @@ class GcpProvider:
             )
             operation = await self._wait(operation, "instances.insert", translate)
             created = await self._get(operation.target_id or request.name)
+            if created.status not in ALIVE_STATES:
+                # GCE answers a requestId it saw before with that insert, whatever became
+                # of the VM since.
+                raise ProviderError(
+                    f"instance {created.id} made earlier for sandbox {sid} is {created.status} "
+                    f"(instances.insert reused the requestId of attempt {request.attempt})"
+                )
             log.info("sandbox=%s instance=%s: created instance %s", sid, created.id,
                      request.name)
             return await self._finish(request, created)
         except BaseException:
-            if operation is not None:
+            # The insert may have made the VM even when its answer was lost (the requestId
+            # makes retries safe, not a lost answer): release whatever carries the sandbox.
+            if attempted:
                 await asyncio.shield(self._release_sandbox_quietly(sid))
             raise
 
@@ -275,8 +302,11 @@ class GcpProvider:
             return instance
 
     async def _alive_for_sandbox(self, sandbox_id: str) -> list[compute_v1.Instance]:
+        """The sandbox's instances being made or running (not stopping or stopped: a VM
+        being deleted is never handed out again)."""
         wanted = {SANDBOX_TAG: sandbox_id}
-        return [i for i in await self._list(label_filter(wanted)) if carries(i, wanted)]
+        return [i for i in await self._list(label_filter(wanted))
+                if carries(i, wanted) and i.status in ALIVE_STATES]
 
     async def _release_sandbox_quietly(self, sid: str) -> None:
         try:
@@ -305,19 +335,13 @@ class GcpProvider:
         except InstanceNotFound:
             log.info("instance=%s: already gone", instance_id)
             return
-        except InvalidSpec as exc:
-            # An operation that failed with 404: someone else deleted it first.
-            if "RESOURCE_NOT_FOUND" in str(exc) or "HTTP 404" in str(exc):
-                log.info("instance=%s: already gone", instance_id)
-                return
-            raise
         log.info("instance=%s: deleted", instance_id)
 
     async def list_instances(self, tags: Mapping[str, str]) -> list[Instance]:
         found = await self._list(label_filter(tags))
         public = self._settings.use_public_ip
         return [to_instance(item, public=public) for item in found
-                if carries(item, tags) and SANDBOX_TAG in item.labels]
+                if carries(item, tags) and LABELS.key(SANDBOX_TAG) in item.labels]
 
     async def instance_types(self) -> InstanceTypeCatalogue:
         s = self._settings
@@ -340,17 +364,15 @@ class GcpProvider:
 
     async def verify_config(self) -> None:
         s = self._settings
-        _check_settings(s)
+        s.check()
         await self._check("projects", "get", f"project {s.project_id}", project=s.project_id)
         await self._check("zones", "get", f"zone {s.zone}", project=s.project_id, zone=s.zone)
-        project, network = _owner_and_name(s.network, s.project_id)
+        project, network = owner_and_name(s.network, s.project_id)
         await self._check("networks", "get", f"network {s.network}", project=project,
                           network=network)
         if s.subnetwork:
-            from providers.gcp.body import subnetwork_path
-
             path = subnetwork_path(s)
-            project, subnet = _owner_and_name(path, s.project_id)
+            project, subnet = owner_and_name(path, s.project_id)
             parts = path.split("/")
             region = parts[parts.index("regions") + 1] if "regions" in parts else s.region
             await self._check("subnetworks", "get", f"subnetwork {path}", project=project,
@@ -370,28 +392,6 @@ class GcpProvider:
         for client in clients.values():
             await self._threads.run(client.transport.close)
         self._threads.close()
-
-
-def _check_settings(s: GcpSettings) -> None:
-    if not s.disable_cvm:
-        if not s.confidential_type:
-            raise ConfigError("GCP_CONFIDENTIAL_TYPE must be set (TDX, SEV or SEV_SNP) when "
-                              "confidential VMs are on (DISABLECVM=false)")
-        if s.confidential_type not in CONFIDENTIAL_TYPES:
-            raise ConfigError(f"GCP_CONFIDENTIAL_TYPE={s.confidential_type!r}: not one of "
-                              f"{', '.join(CONFIDENTIAL_TYPES)}")
-        if s.confidential_type == "TDX" and s.disk_type == "pd-standard":
-            raise ConfigError("GCP_DISK_TYPE=pd-standard is refused on the c3 machine types "
-                              "that TDX needs: set GCP_DISK_TYPE=pd-balanced (or "
-                              "hyperdisk-balanced)")
-    if not s.image_name:
-        raise ConfigError("PODVM_IMAGE_NAME (-image-name) is empty")
-
-
-def _owner_and_name(path: str, project: str) -> tuple[str, str]:
-    parts = [p for p in path.split("/") if p]
-    owner = parts[parts.index("projects") + 1] if "projects" in parts[:-1] else project
-    return owner, parts[-1] if parts else path
 
 
 def _not_found_as_config(exc: Exception, what: str) -> ProviderError:

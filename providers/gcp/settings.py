@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
+from providers.base import ConfigError
 from runtime.settings import setting
 
 DEFAULT_MACHINE_TYPE = "e2-medium"
@@ -109,3 +110,19 @@ class GcpSettings:
         """The zone's region (``us-central1-a`` -> ``us-central1``), as upstream derives it."""
         parts = self.zone.split("-")
         return "-".join(parts[:-1]) if len(parts) >= 2 else ""
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot make a pod VM."""
+        if not self.disable_cvm:
+            if not self.confidential_type:
+                raise ConfigError("GCP_CONFIDENTIAL_TYPE must be set (TDX, SEV or SEV_SNP) "
+                                  "when confidential VMs are on (DISABLECVM=false)")
+            if self.confidential_type not in CONFIDENTIAL_TYPES:
+                raise ConfigError(f"GCP_CONFIDENTIAL_TYPE={self.confidential_type!r}: not one "
+                                  f"of {', '.join(CONFIDENTIAL_TYPES)}")
+            if self.confidential_type == "TDX" and self.disk_type == "pd-standard":
+                raise ConfigError("GCP_DISK_TYPE=pd-standard is refused on the c3 machine "
+                                  "types that TDX needs: set GCP_DISK_TYPE=pd-balanced (or "
+                                  "hyperdisk-balanced)")
+        if not self.image_name:
+            raise ConfigError("PODVM_IMAGE_NAME (-image-name) is empty")

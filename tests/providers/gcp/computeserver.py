@@ -53,6 +53,7 @@ class Operation:
 class Faults:
     http: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # action -> queue
     exhaust_next_insert: bool = False
+    lose_insert_answers: int = 0  # inserts carried out but answered 503 (a lost answer)
 
     def queue(self, action: str, status: int, reason: str, times: int = 1) -> None:
         self.http.setdefault(action, []).extend([(status, reason)] * times)
@@ -162,7 +163,7 @@ class ComputeServer:
         self._need_zone(args)
         rid = query.get("requestId", "")
         if rid and rid in self.request_ids:
-            return self._op_json(self.operations[self.request_ids[rid]])
+            return self._answer_insert(self.operations[self.request_ids[rid]])
         check_insert(body, self.catalogue)
         name = body["name"]
         if name in self.instances:
@@ -179,6 +180,12 @@ class ComputeServer:
                         "zone, or try again later.", 503)
         if rid:
             self.request_ids[rid] = op.name
+        return self._answer_insert(op)
+
+    def _answer_insert(self, op: Operation) -> dict[str, Any]:
+        if self.faults.lose_insert_answers > 0:
+            self.faults.lose_insert_answers -= 1
+            raise Invalid(503, "backendError", "Backend Error")
         return self._op_json(op)
 
     def _get(self, args: dict[str, str], query: Any, body: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from providers.base import (
     ConfigError,
     InstanceSpec,
     InvalidSpec,
+    ProviderError,
     QuotaExceeded,
     Throttled,
 )
@@ -278,6 +280,33 @@ async def test_throttling_is_retried(
     assert {c.query["requestId"] for c in inserts} == {request_id(request.sandbox_id, 0)}
 
 
+async def test_insert_retried_after_a_lost_answer_makes_one_instance(
+    make_provider: ProviderFactory, compute: ComputeServer, node: str
+) -> None:
+    compute.faults.lose_insert_answers = 2
+    request = make_request(node)
+    instance = await make_provider().create_instance(request)
+    inserts = compute.calls("POST", "/instances")
+    assert len(inserts) == 3
+    assert {c.query["requestId"] for c in inserts} == {request_id(request.sandbox_id, 0)}
+    assert list(compute.instances) == [request.name]
+    assert instance.id == compute.instances[request.name]["id"]
+
+
+async def test_a_stopping_instance_of_the_sandbox_is_not_handed_out(
+    make_provider: ProviderFactory, compute: ComputeServer, node: str
+) -> None:
+    provider = make_provider()
+    request = make_request(node)
+    await provider.create_instance(request)
+    compute.instances[request.name]["status"] = "STOPPING"
+    with pytest.raises(ProviderError, match="is STOPPING"):
+        await provider.create_instance(request)
+    retry = make_request(node, sandbox_id=request.sandbox_id, attempt=1)
+    with pytest.raises(ProviderError, match="already exists"):  # the name is still taken
+        await provider.create_instance(retry)
+
+
 async def test_throttled_past_the_timeout(
     make_provider: ProviderFactory, compute: ComputeServer, node: str
 ) -> None:
@@ -339,3 +368,30 @@ async def test_credentials_are_never_sent_over_http_nor_shown(
     with pytest.raises(ConfigError, match="not a usable service account key") as caught:
         await unusable.list_instances({NODE_TAG: node})
     assert "SECRET-KEY" not in str(caught.value)
+
+
+async def test_sdk_debug_logs_carry_no_bodies(
+    make_provider: ProviderFactory, node: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK logs request and response bodies (user-data included) as extras at DEBUG.
+    It keeps them from the root logger unless its "google" logger is configured (as
+    GOOGLE_SDK_PYTHON_LOGGING_SCOPE does): this test lets them through to see."""
+    caplog.set_level(logging.DEBUG)
+    provider = make_provider()
+    await provider.list_instances({NODE_TAG: node})  # the SDK sets its logging up
+    google = logging.getLogger("google")
+    saved = google.propagate
+    google.propagate = True
+    try:
+        instance = await provider.create_instance(make_request(node))
+        await provider.list_instances({NODE_TAG: node})
+        await provider.delete_instance(instance.id)
+    finally:
+        google.propagate = saved
+    encoded = base64.b64encode(USER_DATA).decode()
+    assert any(r.name.startswith("providers.gcp") for r in caplog.records)
+    # Without the provider's cap, the insert's "Sending request" record carries the body.
+    assert logging.getLogger("google.cloud.compute_v1").getEffectiveLevel() >= logging.INFO
+    for record in caplog.records:
+        assert encoded not in str(record.__dict__), record.name
+        assert not hasattr(record, "httpRequest") and not hasattr(record, "httpResponse")

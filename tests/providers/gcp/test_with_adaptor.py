@@ -95,7 +95,8 @@ class GcpWorld:
             "CLOUD_CONFIG_VERIFY": "true", "TUNNEL_TYPE": "none", "NODE_NAME": self.node,
             "FORWARDER_PORT": str(FORWARDER_PORT), "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
             "PODS_DIR": self.pods_dir, "PROBE_PORT": "0", "PROXY_TIMEOUT": "30s",
-            "LOG_LEVEL": log_level, "SHUTDOWN_GRACE_PERIOD": "5s",
+            "LOG_LEVEL": log_level, "LOG_FORMAT": "json",  # json keeps log extras
+            "SHUTDOWN_GRACE_PERIOD": "5s",
         }
         self.adaptor = _spawn(["ip", "netns", "exec", self.ns.name, *_adaptor_command(), "gcp"],
                               self.log_path, env)
@@ -219,5 +220,5 @@ async def test_five_pods_through_the_adaptor_on_the_compute_endpoint() -> None:
         assert len(event["user_data_b64"]) > 1000
         assert event["user_data_b64"] not in log
     assert len({e["ip"] for e in started.values()}) == PODS
-    assert " DEBUG " in log  # debug lines were written
+    assert '"level": "debug"' in log  # debug lines were written
     assert leakcheck.leaks_in(log) == []
