@@ -62,7 +62,9 @@ from providers.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-CONCURRENT_CALLS = 16
+# Calls in flight at once: as many as the HTTP connection pool of each SDK client holds
+# (requests' default, 10), so that no connection is opened only to be thrown away.
+CONCURRENT_CALLS = 10
 PAGE_SIZE = 500
 PUBLIC_IP_WAIT = 120.0
 HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image")
