@@ -30,6 +30,7 @@ PROVIDERS: dict[str, ProviderEntry] = {
         ProviderEntry("local", "providers.local", None),
         ProviderEntry("aws", "providers.aws", "aws"),
         ProviderEntry("libvirt", "providers.libvirt", "libvirt"),
+        ProviderEntry("gcp", "providers.gcp", "gcp"),
     )
 }
 

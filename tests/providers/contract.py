@@ -207,6 +207,36 @@ def fakecloud(request: pytest.FixtureRequest, node: str) -> Subject:
     )
 
 
+def gcp(request: pytest.FixtureRequest, node: str) -> Subject:
+    """The real google-cloud-compute SDK against the loopback Compute endpoint."""
+    from providers.gcp.provider import GcpProvider
+    from tests.providers.gcp.conftest import base_settings
+    from tests.providers.gcp.threaded import ThreadedComputeServer
+
+    threaded = ThreadedComputeServer()
+    url = threaded.start()
+    request.addfinalizer(threaded.stop)
+    server = threaded.server
+    settings = base_settings(url)
+
+    def slow() -> None:
+        server.insert_polls = 10
+
+    async def residue(name: str) -> set[str]:
+        return {i["id"] for i in list(server.instances.values()) if i["name"] == name}
+
+    return Subject(
+        make=lambda: GcpProvider(settings, node_name=node, poll_interval=0.01),
+        make_bad=lambda: GcpProvider(replace(settings, network="no-such-network"),
+                                     node_name=node),
+        unsupported=InstanceSpec(multi_nic=True),
+        unsupported_field="multi_nic",
+        unknown_id="4999999999999999999",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
 def _delete_link(name: str) -> None:
     import subprocess
 
@@ -220,4 +250,5 @@ FACTORIES: dict[str, tuple[Factory, tuple[pytest.MarkDecorator, ...]]] = {
     "aws": (aws, ()),
     "libvirt": (libvirt, ()),
     "fakecloud": (fakecloud, ()),
+    "gcp": (gcp, ()),
 }

@@ -1,0 +1,224 @@
+"""The whole adaptor (``cloud-api-adaptor gcp``) against the loopback Compute endpoint, 5 pods.
+
+Everything that speaks TCP runs in a network namespace the test creates: the Compute endpoint
+and the stand-in pod VMs (:mod:`tests.providers.gcp.cloud`, which serves a mutual-TLS test
+forwarder on each instance's ``networkIP`` once its insert is done), and the adaptor, whose
+real google-cloud-compute SDK is pointed at the endpoint with ``GCP_API_ENDPOINT``. The test
+drives the adaptor as the Kata shim does, through unix sockets, whose paths are not
+namespaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocols.kata import agent_pb2, health_pb2
+from protocols.ttrpc import Client
+from providers.base import NODE_TAG
+from tests.adaptor.helpers import eventually
+from tests.adaptor.shim import Shim, shim_annotations
+from tests.fakes import leakcheck
+from tests.fakes.agent import TestAgent
+from tests.netns import Netns, NetnsPool
+from tests.providers.aws.fleet import agent_socket, netns_id
+from tests.providers.aws.nsworld import REPO, _adaptor_command, _spawn, _stop
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(120)]
+
+PODS = 5
+NAMESPACE = "gcp-e2e"
+API_PORT = 8089
+FORWARDER_PORT = 15150
+PROJECT = "pp-project"
+ZONE = "us-central1-a"
+
+
+@dataclass
+class GcpWorld:
+    root: str
+    ns: Netns
+    node: str
+    cloud: Any
+    adaptor: Any = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, "hv.sock")
+
+    @property
+    def pods_dir(self) -> str:
+        return os.path.join(self.root, "pods")
+
+    @property
+    def agents_dir(self) -> str:
+        return os.path.join(self.root, "agents")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root, "adaptor.log")
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        try:
+            lines = Path(self.root, "cloud.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [e for e in map(json.loads, filter(None, lines)) if e["event"] == kind]
+
+    def log(self, name: str = "adaptor.log") -> str:
+        try:
+            return Path(self.root, name).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def start_adaptor(self, log_level: str) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": REPO, "HOME": self.root,
+            "GCP_PROJECT_ID": PROJECT, "GCP_ZONE": ZONE, "GCP_NETWORK": "default",
+            "PODVM_IMAGE_NAME": "podvm-image", "GCP_MACHINE_TYPE": "n2d-standard-2",
+            "GCP_CONFIDENTIAL_TYPE": "SEV_SNP",
+            "GCP_API_ENDPOINT": f"http://127.0.0.1:{API_PORT}",
+            "CLOUD_CONFIG_VERIFY": "true", "TUNNEL_TYPE": "none", "NODE_NAME": self.node,
+            "FORWARDER_PORT": str(FORWARDER_PORT), "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
+            "PODS_DIR": self.pods_dir, "PROBE_PORT": "0", "PROXY_TIMEOUT": "30s",
+            "LOG_LEVEL": log_level, "LOG_FORMAT": "json",  # json keeps log extras
+            "SHUTDOWN_GRACE_PERIOD": "5s",
+        }
+        self.adaptor = _spawn(["ip", "netns", "exec", self.ns.name, *_adaptor_command(), "gcp"],
+                              self.log_path, env)
+        shim = Shim(self.socket)
+        async with asyncio.timeout(60):
+            while True:
+                if self.adaptor.poll() is not None:
+                    raise AssertionError(f"adaptor exited: {self.log()[-3000:]}")
+                with contextlib.suppress(Exception):
+                    await shim.version()
+                    return
+                await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def gcp_world(node: str) -> AsyncIterator[GcpWorld]:
+    root = tempfile.mkdtemp(prefix="ppgcp", dir="/tmp")  # short: unix socket paths
+    os.makedirs(os.path.join(root, "agents"))
+    pool = NetnsPool()
+    world: GcpWorld | None = None
+    try:
+        ns = pool.create("gcp")
+        cloud = _spawn(["ip", "netns", "exec", ns.name, os.environ.get("PYTHON", _python()),
+                        "-m", "tests.providers.gcp.cloud", "--port", str(API_PORT),
+                        "--forwarder-port", str(FORWARDER_PORT),
+                        "--agents", os.path.join(root, "agents"),
+                        "--events", os.path.join(root, "cloud.jsonl"),
+                        "--project", PROJECT, "--zone", ZONE,
+                        "--not-in-netns", str(netns_id())],
+                       os.path.join(root, "cloud.log"), {**os.environ, "PYTHONPATH": REPO})
+        world = GcpWorld(root=root, ns=ns, node=node, cloud=cloud)
+        async with asyncio.timeout(30):
+            while not world.events("ready"):
+                if cloud.poll() is not None:
+                    raise AssertionError(f"cloud exited: {world.log('cloud.log')[-3000:]}")
+                await asyncio.sleep(0.05)
+        yield world
+    finally:
+        if world is not None:
+            _stop(world.adaptor, 20.0)
+            _stop(world.cloud, 10.0)
+        pool.close()
+        if not os.environ.get("PEERPODS_KEEP_TEST_DIR"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _item(body: dict[str, Any], key: str) -> str:
+    return next(i["value"] for i in body["metadata"]["items"] if i["key"] == key)
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+async def _one_pod(world: GcpWorld, shim: Shim, n: int, agents: list[TestAgent]
+                   ) -> tuple[str, str, str]:
+    sid = secrets.token_hex(32)
+    pod = f"pod-{n}"
+    agent = TestAgent(agent_socket(world.agents_dir, sid))
+    agents.append(agent)
+    await agent.start()
+    socket_path = await shim.create_vm(sid, shim_annotations(pod=pod, namespace=NAMESPACE),
+                                       netns=f"/var/run/netns/cni-{sid[:8]}")
+    await shim.start_vm(sid, timeout=60)
+    instance_id = await shim.get_info(pod, NAMESPACE)
+    assert instance_id.isdigit(), instance_id  # GCE's numeric instance id
+    async with await Client.connect_unix(socket_path) as conn:
+        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        create = agent_pb2.CreateSandboxRequest(hostname=pod, sandbox_id=sid
+                                                ).SerializeToString()
+        await conn.call_raw("grpc.AgentService", "CreateSandbox", create, timeout=10)
+    assert [(c.method, c.payload) for c in agent.calls] == [("CreateSandbox", create)]
+    await shim.stop_vm(sid)
+    assert not Path(socket_path).exists()  # noqa: ASYNC240
+    await shim.stop_vm(sid)  # a second StopVM is fine
+    return sid, pod, instance_id
+
+
+async def test_five_pods_through_the_adaptor_on_the_compute_endpoint() -> None:
+    node = f"node-{uuid.uuid4().hex[:8]}"
+    async with gcp_world(node) as world:
+        await world.start_adaptor("debug")
+        shim = Shim(world.socket)
+        agents: list[TestAgent] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_one_pod(world, shim, n, agents))
+                         for n in range(PODS)]
+        finally:
+            for agent in agents:
+                await agent.aclose()
+        results = {instance: (sid, pod) for sid, pod, instance in
+                   (task.result() for task in tasks)}
+        await eventually(lambda: len(world.events("stopped")) == PODS, timeout=10)
+        assert _stop(world.adaptor, 20.0) == 0, world.log()[-3000:]
+        world.adaptor = None
+        assert _stop(world.cloud, 10.0) == 0
+        [summary] = world.events("summary")
+        started = {e["instance"]: e for e in world.events("started")}
+        log = world.log()
+
+    assert not world.events("failed")
+    assert set(started) == set(results)
+    assert summary["left"] == []  # every instance deleted by StopVM
+    assert len(summary["inserts"]) == PODS
+    for body in summary["inserts"]:
+        assert body["confidentialInstanceConfig"]["confidentialInstanceType"] == "SEV_SNP"
+        assert body["labels"]["peerpods-node"] == node
+        assert json.loads(_item(body, "peerpods-tags"))[NODE_TAG] == node
+    for instance_id, event in started.items():
+        sid, pod = results[instance_id]
+        assert event["sandbox"] == sid and event["pod"] == pod
+        assert event["name"] == f"podvm-{pod}-{sid[:8]}"
+        assert event["namespace"] == NAMESPACE and event["tls"] is True
+        assert ipaddress.ip_address(event["ip"]) in ipaddress.ip_network("10.128.0.0/20")
+        # The user-data (apf.json with the VM's TLS key) never reaches the debug log.
+        assert len(event["user_data_b64"]) > 1000
+        assert event["user_data_b64"] not in log
+    assert len({e["ip"] for e in started.values()}) == PODS
+    assert '"level": "debug"' in log  # debug lines were written
+    assert leakcheck.leaks_in(log) == []
