@@ -16,6 +16,9 @@ class NoSandboxes:
     def records(self) -> list[object]:
         return []
 
+    def sandboxes(self) -> list[object]:
+        return []
+
 
 async def test_sweep_deletes_old_pod_vms_of_this_node_only(
     make_provider: ProviderFactory, compute: ComputeServer, node: str
