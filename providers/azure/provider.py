@@ -62,6 +62,7 @@ class AzureProvider:
         self._clients: Clients | None = None
         self._ready_lock = asyncio.Lock()
         self._ssh_key: str | None = None
+        self._ssh_key_lock = asyncio.Lock()
         self._threads = BlockingCalls(CONCURRENT_CALLS, "arm")
         self._sdk = SdkCaller(
             self._threads, errors.classify, settings.api_timeout.total_seconds())
@@ -95,10 +96,11 @@ class AzureProvider:
                 return (await self._threads.run(_read_text, path)).strip()
             except OSError as exc:
                 raise ProviderError(f"reading ssh public key file: {exc}") from exc
-        if self._ssh_key is None:
-            log.info("SSH public key path is empty, generating new public key")
-            self._ssh_key = await self._threads.run(generate_ssh_public_key)
-        return self._ssh_key
+        async with self._ssh_key_lock:
+            if self._ssh_key is None:
+                log.info("SSH public key path is empty, generating new public key")
+                self._ssh_key = await self._threads.run(generate_ssh_public_key)
+            return self._ssh_key
 
     async def call(
         self, fn: Callable[..., Any], *args: Any, action: str, write: bool = False,

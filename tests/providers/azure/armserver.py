@@ -205,6 +205,8 @@ class ArmServer:
         op = (f"{self.url}/subscriptions/{self.state.subscription}/providers/"
               f"Microsoft.Compute/locations/{loc}/operations/{op_id}?api-version={COMPUTE_API}")
         headers = {"Azure-AsyncOperation": op}
+        if self.state.faults.poll_after_ms:
+            headers["retry-after-ms"] = str(self.state.faults.poll_after_ms)
         if body is None:
             headers["Location"] = op
             return web.Response(status=status, headers=headers)
@@ -249,7 +251,11 @@ class ArmServer:
         op = self.state.operations.get(args["op"])
         if op is None:
             raise ArmError(404, "NotFound", f"operation {args['op']} not found")
-        return web.json_response(op.poll())
+        answer = op.poll()
+        headers = {}
+        if answer["status"] == "InProgress" and self.state.faults.poll_after_ms:
+            headers["retry-after-ms"] = str(self.state.faults.poll_after_ms)
+        return web.json_response(answer, headers=headers)
 
     # ------------------------------------------------------ sizes and images
 

@@ -62,6 +62,7 @@ class Faults:
     quota_sizes: set[str] = field(default_factory=set)  # 409 OperationNotAllowed on PUT
     unavailable_sizes: set[str] = field(default_factory=set)  # 409 SkuNotAvailable on PUT
     fail_operation: str = ""  # the next VM create operation ends Failed with this code
+    poll_after_ms: int = 0  # when set, operations answer with this retry-after-ms
 
 
 @dataclass
@@ -108,6 +109,11 @@ class ArmState:
     operations: dict[str, Operation] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     vm_bodies: list[dict[str, Any]] = field(default_factory=list)  # every PUT body
+    user_data: dict[str, str] = field(default_factory=dict)  # VM name -> base64 user data
+    # Called when a VM's create operation succeeded, and when a VM is gone (the world of
+    # the adaptor test boots and retires its stand-in VMs there).
+    on_vm_ready: Any = None
+    on_vm_removed: Any = None
     _addresses: Any = None
     _public: Any = None
 
@@ -168,6 +174,8 @@ class ArmState:
               "location": body["location"], "tags": body.get("tags") or {},
               "properties": stored}
         self.vms[name.lower()] = vm
+        self.user_data[name.lower()] = props.get("userData") or props["osProfile"].get(
+            "customData", "")
         error = None
         if self.faults.fail_operation:
             error = (self.faults.fail_operation, "Allocation failed. We do not have sufficient "
@@ -176,6 +184,8 @@ class ArmState:
 
         def done() -> None:
             vm["properties"]["provisioningState"] = "Failed" if error else "Succeeded"
+            if not error and self.on_vm_ready is not None:
+                self.on_vm_ready(vm, self.user_data[name.lower()])
 
         return vm, self.operation(done, error)
 
@@ -234,6 +244,9 @@ class ArmState:
 
     def _remove_vm(self, vm: dict[str, Any]) -> None:
         self.vms.pop(vm["name"].lower(), None)
+        self.user_data.pop(vm["name"].lower(), None)
+        if self.on_vm_removed is not None:
+            self.on_vm_removed(vm)
         for table in (self.nics, self.disks, self.public_ips):
             for key, item in list(table.items()):
                 owner = (item.get("managedBy")
