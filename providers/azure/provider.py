@@ -35,7 +35,14 @@ from providers.base import (
     IPAddress,
     ProviderError,
 )
-from providers.kit import BlockingCalls, SdkCaller, instance_tags, matches, refuse_unsupported
+from providers.kit import (
+    BlockingCalls,
+    SdkCaller,
+    instance_tags,
+    matches,
+    refuse_unsupported,
+    translate_errors,
+)
 from providers.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -119,6 +126,32 @@ class AzureProvider:
             on_retry=on_retry, **kwargs,
         )
 
+    async def long_running(
+        self, begin: Callable[..., Any], *args: Any, action: str,
+        translate: Callable[[Exception], ProviderError] | None = None,
+    ) -> Any:
+        """A long-running ARM operation: the first request through :meth:`call` (limited,
+        retried), then the wait on azure-core's own polling thread, so that a worker
+        thread is not held for the minutes a VM create takes."""
+        translate = translate or (lambda exc: errors.translate(exc, action=action))
+        poller = await self.call(begin, *args, action=action, write=True, translate=translate)
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def done(_method: Any) -> None:
+            loop.call_soon_threadsafe(settle)
+
+        poller.add_done_callback(done)
+        if poller.done():
+            done(None)
+        await finished
+        with translate_errors(translate):
+            return await self._threads.run(poller.result)
+
     # -------------------------------------------------------------- Provider
 
     async def create_instance(self, request: InstanceRequest) -> Instance:
@@ -148,9 +181,9 @@ class AzureProvider:
         )
         log.info("sandbox=%s: creating VM %s (size %s)", sid, name, size)
         try:
-            vm = await self.call(
-                _create_vm, clients, s.resource_group, name, body, action="create VM",
-                write=True, translate=lambda exc: errors.translate(
+            vm = await self.long_running(
+                clients.compute.virtual_machines.begin_create_or_update, s.resource_group,
+                name, body, action="create VM", translate=lambda exc: errors.translate(
                     exc, action="create VM", size=size, image_id=image_id),
             )
             ips = await self._ips(clients, vm)
@@ -199,12 +232,12 @@ class AzureProvider:
         )
         if nic is not None and getattr(nic.properties, "virtual_machine", None) is None:
             log.info("removing NIC %s left by an earlier create", nic.name)
-            await self.call(_wait, clients.network.network_interfaces.begin_delete, rg,
-                            nic.name, action="delete NIC", write=True)
+            await self.long_running(clients.network.network_interfaces.begin_delete, rg,
+                                    nic.name, action="delete NIC")
         if disk is not None and not getattr(disk, "managed_by", None):
             log.info("removing disk %s left by an earlier create", disk.name)
-            await self.call(_wait, clients.compute.disks.begin_delete, rg, disk.name,
-                            action="delete disk", write=True)
+            await self.long_running(clients.compute.disks.begin_delete, rg, disk.name,
+                                    action="delete disk")
 
     async def _maybe(self, fn: Callable[..., Any], *args: Any) -> Any:
         def absent(exc: Exception) -> ProviderError:
@@ -219,8 +252,8 @@ class AzureProvider:
 
     async def _release_quietly(self, clients: Clients, rg: str, name: str) -> None:
         try:
-            await self.call(_wait, clients.compute.virtual_machines.begin_delete, rg, name,
-                            action="delete VM", write=True)
+            await self.long_running(clients.compute.virtual_machines.begin_delete, rg, name,
+                                    action="delete VM")
             await self._remove_leftovers(clients, name)
         except ProviderError as exc:
             log.error("VM %s: could not release after a failed create: %s", name, exc)
@@ -232,11 +265,8 @@ class AzureProvider:
             return
         rg, name = where
         clients = await self._ready()
-        await self.call(
-            _wait, clients.compute.virtual_machines.begin_delete, rg, name,
-            action="delete VM", write=True,
-            translate=lambda exc: errors.translate(exc, action="delete VM"),
-        )
+        await self.long_running(clients.compute.virtual_machines.begin_delete, rg, name,
+                                action="delete VM")
         log.info("instance=%s: deleted", instance_id)
 
     async def _vms(self, clients: Clients, tags: Mapping[str, str]) -> list[Any]:
@@ -292,14 +322,6 @@ class AzureProvider:
 def _read_text(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         return f.read()
-
-
-def _create_vm(clients: Clients, rg: str, name: str, body: Any) -> Any:
-    return clients.compute.virtual_machines.begin_create_or_update(rg, name, body).result()
-
-
-def _wait(begin: Callable[..., Any], *args: Any) -> Any:
-    return begin(*args).result()
 
 
 def _list(fn: Callable[..., Any], *args: Any) -> list[Any]:
