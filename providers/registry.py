@@ -29,6 +29,7 @@ PROVIDERS: dict[str, ProviderEntry] = {
     for entry in (
         ProviderEntry("local", "providers.local", None),
         ProviderEntry("aws", "providers.aws", "aws"),
+        ProviderEntry("azure", "providers.azure", "azure"),
         ProviderEntry("libvirt", "providers.libvirt", "libvirt"),
         ProviderEntry("gcp", "providers.gcp", "gcp"),
     )

@@ -232,6 +232,27 @@ def gcp(request: pytest.FixtureRequest, node: str) -> Subject:
         unsupported=InstanceSpec(multi_nic=True),
         unsupported_field="multi_nic",
         unknown_id="4999999999999999999",
+def azure(request: pytest.FixtureRequest, node: str) -> Subject:
+    """The real Azure SDK against the loopback ARM endpoint (tests.providers.azure)."""
+    from tests.providers.azure.armserver import ArmServer
+    from tests.providers.azure.conftest import make
+
+    server: ArmServer = request.getfixturevalue("arm")
+
+    def slow() -> None:
+        server.state.faults.operation_seconds = 0.3
+
+    async def residue(name: str) -> set[str]:
+        return server.state.residue(name)
+
+    bad_image = server.state.resource_id("Microsoft.Compute", "images", "no-such-image")
+    unknown = server.state.resource_id("Microsoft.Compute", "virtualMachines", "podvm-gone-0")
+    return Subject(
+        make=lambda: make(server, node),
+        make_bad=lambda: make(server, node, image_id=bad_image),
+        unsupported=InstanceSpec(multi_nic=True),
+        unsupported_field="multi_nic",
+        unknown_id=unknown,
         residue=residue,
         slow_create=slow,
     )
@@ -251,4 +272,5 @@ FACTORIES: dict[str, tuple[Factory, tuple[pytest.MarkDecorator, ...]]] = {
     "libvirt": (libvirt, ()),
     "fakecloud": (fakecloud, ()),
     "gcp": (gcp, ()),
+    "azure": (azure, ()),
 }

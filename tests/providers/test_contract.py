@@ -27,6 +27,7 @@ from providers.base import (
     adaptor_tags,
 )
 from tests.providers.aws.conftest import ec2, moto, proxy, world  # noqa: F401  (fixtures)
+from tests.providers.azure.conftest import arm  # noqa: F401  (fixture)
 from tests.providers.contract import FACTORIES, Subject, cloud_api  # noqa: F401  (fixture)
 from tests.providers.libvirt.conftest import env  # noqa: F401  (fixture)
 from tests.providers.local.conftest import agent_tls, state_dir  # noqa: F401  (fixtures)

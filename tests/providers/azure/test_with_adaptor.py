@@ -1,0 +1,212 @@
+"""The whole adaptor (``cloud-api-adaptor azure``) against the loopback ARM endpoint, 5 pods.
+
+The ARM endpoint, its stand-in VMs and the adaptor run in a network namespace the test creates
+(:mod:`tests.providers.azure.armworld`): the VMs' private NIC addresses exist only there. The
+adaptor authenticates with a client secret at the endpoint's token URL, trusts its test CA
+through ``REQUESTS_CA_BUNDLE`` and uses the real Azure SDK. The test drives it as the Kata shim
+does, through unix sockets, and checks what reached each sandbox's agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocols.kata import agent_pb2, health_pb2, hypervisor_pb2
+from protocols.ttrpc import Client, ConnectionClosed, TTRPCError
+from tests.adaptor.helpers import eventually
+from tests.adaptor.shim import Shim, shim_annotations
+from tests.fakes import leakcheck
+from tests.fakes.agent import TestAgent
+from tests.netns import NetnsPool
+from tests.providers.aws.fleet import agent_socket, netns_id
+from tests.providers.aws.nsworld import REPO, _adaptor_command, _python, _spawn, _stop
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(180)]
+
+PODS = 5
+NAMESPACE = "azure-e2e"
+ARM_PORT = 8443
+FORWARDER_PORT = 15150
+SUBNET = "10.1.0.0/24"
+
+
+@dataclass
+class AzureWorld:
+    root: str
+    ns_name: str
+    node: str
+    arm: Any
+    adaptor: Any = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, "hv.sock")
+
+    @property
+    def pods_dir(self) -> str:
+        return os.path.join(self.root, "pods")
+
+    @property
+    def agents_dir(self) -> str:
+        return os.path.join(self.root, "agents")
+
+    def read(self, name: str) -> str:
+        try:
+            return Path(self.root, name).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        lines = self.read("events.jsonl").splitlines()
+        return [e for e in map(json.loads, filter(None, lines)) if e["event"] == kind]
+
+    def world(self) -> dict[str, Any]:
+        return dict(json.loads(self.read("world.json")))
+
+    async def start_adaptor(self) -> None:
+        w = self.world()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": REPO, "HOME": self.root,
+            "REQUESTS_CA_BUNDLE": os.path.join(self.root, "ca.pem"),
+            "AZURE_ARM_ENDPOINT": w["url"], "AZURE_AUTHORITY_HOST": w["url"],
+            "AZURE_CLIENT_ID": w["client_id"], "AZURE_CLIENT_SECRET": w["client_secret"],
+            "AZURE_TENANT_ID": w["tenant"], "AZURE_SUBSCRIPTION_ID": w["subscription"],
+            "AZURE_REGION": w["region"], "AZURE_RESOURCE_GROUP": w["resource_group"],
+            "AZURE_SUBNET_ID": w["subnet_id"], "AZURE_IMAGE_ID": w["image_id"],
+            "CLOUD_CONFIG_VERIFY": "true",
+            "TUNNEL_TYPE": "none", "NODE_NAME": self.node,
+            "FORWARDER_PORT": str(FORWARDER_PORT), "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
+            "PODS_DIR": self.pods_dir, "PROBE_PORT": "0", "PROXY_TIMEOUT": "30s",
+            "LOG_LEVEL": "debug", "SHUTDOWN_GRACE_PERIOD": "5s",
+        }
+        self.adaptor = _spawn(["ip", "netns", "exec", self.ns_name, *_adaptor_command(),
+                               "azure"], os.path.join(self.root, "adaptor.log"), env)
+        async with asyncio.timeout(60):
+            while True:
+                if self.adaptor.poll() is not None:
+                    raise AssertionError(f"adaptor exited: {self.read('adaptor.log')[-3000:]}")
+                try:
+                    async with await Client.connect_unix(self.socket) as client:
+                        await client.call("hypervisor.Hypervisor", "Version",
+                                          hypervisor_pb2.VersionRequest(),
+                                          hypervisor_pb2.VersionResponse, timeout=2)
+                    return
+                except (OSError, ConnectionClosed, TTRPCError):
+                    await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def azure_world(node: str) -> AsyncIterator[AzureWorld]:
+    root = tempfile.mkdtemp(prefix="ppaz", dir="/tmp")  # short: unix socket paths
+    os.makedirs(os.path.join(root, "agents"))
+    pool = NetnsPool()
+    arm = None
+    world = None
+    try:
+        ns = pool.create("az")
+        arm = _spawn(["ip", "netns", "exec", ns.name, _python(), "-m",
+                      "tests.providers.azure.armworld", "--port", str(ARM_PORT),
+                      "--subnet", SUBNET, "--dir", root, "--forwarder-port",
+                      str(FORWARDER_PORT), "--agents", os.path.join(root, "agents"),
+                      "--not-in-netns", str(netns_id())],
+                     os.path.join(root, "armworld.log"), {**os.environ, "PYTHONPATH": REPO})
+        world = AzureWorld(root, ns.name, node, arm)
+        async with asyncio.timeout(30):
+            while not world.events("ready"):
+                if arm.poll() is not None:
+                    raise AssertionError(f"armworld exited: {world.read('armworld.log')}")
+                await asyncio.sleep(0.05)
+        yield world
+    finally:
+        if world is not None:
+            _stop(world.adaptor, 20.0)
+        _stop(arm, 10.0)
+        pool.close()
+        if not os.environ.get("PEERPODS_KEEP_TEST_DIR"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _one_pod(world: AzureWorld, shim: Shim, n: int, agents: list[TestAgent]
+                   ) -> tuple[str, str, str]:
+    sid = secrets.token_hex(32)
+    pod = f"pod-{n}"
+    agent = TestAgent(agent_socket(world.agents_dir, sid))
+    agents.append(agent)
+    await agent.start()
+    socket_path = await shim.create_vm(sid, shim_annotations(pod=pod, namespace=NAMESPACE),
+                                       netns=f"/var/run/netns/cni-{sid[:8]}")
+    await shim.start_vm(sid, timeout=60)
+    instance_id = await shim.get_info(pod, NAMESPACE)
+    assert instance_id.endswith(f"/virtualMachines/podvm-{pod}-{sid[:8]}"), instance_id
+    async with await Client.connect_unix(socket_path) as conn:
+        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                 health_pb2.HealthCheckResponse, timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        payload = agent_pb2.CreateSandboxRequest(hostname=pod, sandbox_id=sid
+                                                 ).SerializeToString()
+        await conn.call_raw("grpc.AgentService", "CreateSandbox", payload, timeout=10)
+    assert [(c.method, c.payload) for c in agent.calls] == [("CreateSandbox", payload)]
+    await shim.stop_vm(sid)
+    await shim.stop_vm(sid)  # a second StopVM is fine
+    return sid, pod, instance_id
+
+
+async def test_five_pods_through_the_adaptor_on_the_arm_endpoint() -> None:
+    node = f"node-{secrets.token_hex(4)}"
+    async with azure_world(node) as world:
+        secret = world.world()["client_secret"]
+        leakcheck.add_secret(secret)
+        await world.start_adaptor()
+        shim = Shim(world.socket)
+        agents: list[TestAgent] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(_one_pod(world, shim, n, agents))
+                         for n in range(PODS)]
+        finally:
+            for agent in agents:
+                await agent.aclose()
+        results = {instance_id: (sid, pod) for sid, pod, instance_id in
+                   (task.result() for task in tasks)}
+        assert len(results) == PODS
+
+        started = {e["instance"]: e for e in world.events("started")}
+        assert not world.events("failed"), world.events("failed")
+        assert set(started) == set(results)
+        for instance_id, event in started.items():
+            assert event["tls"] is True
+            assert ipaddress.ip_address(event["ip"]) in ipaddress.ip_network(SUBNET)
+            assert (event["sandbox"], event["pod"]) == results[instance_id]
+            assert event["namespace"] == NAMESPACE
+        assert len({e["ip"] for e in started.values()}) == PODS
+        await eventually(
+            lambda: {e["instance"] for e in world.events("stopped")} == set(results),
+            timeout=20)
+        assert _stop(world.adaptor, 20.0) == 0, world.read("adaptor.log")[-3000:]
+        world.adaptor = None
+        _stop(world.arm, 10.0)
+        final = json.loads(world.read("final.json"))
+        log = world.read("adaptor.log")
+    # Everything ARM made for the pods went with their VMs; nothing left behind.
+    assert (final["vms"], final["nics"], final["disks"]) == ([], [], []), final
+    assert sorted(final["created"]) == sorted(f"podvm-{pod}-{sid[:8]}"
+                                              for sid, pod in results.values())
+    assert final["token_requests"] >= 1
+    assert not [r for r in final["requests"] if r[2] >= 400 and r[2] != 404], final["requests"]
+    assert "creating VM podvm-pod-0-" in log
+    assert secret not in log
+    assert "Bearer tok-" not in log
