@@ -1,6 +1,7 @@
 """CreateVM's pure part: annotations + pod network + TLS -> a new sandbox record.
 
-Selects the instance type, renders ``apf.json`` and the ``#cloud-config`` user-data, and
+Keeps the requested instance type (selected at StartVM, see :mod:`adaptor.instancetype`),
+renders ``apf.json`` and the ``#cloud-config`` user-data, and
 writes the private ``apf.json`` debugging copy. No VM is created here.
 """
 
@@ -12,14 +13,13 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from adaptor import annotations as ann
 from adaptor.cloudconfig import build_apf, pod_initdata, render_user_data
-from adaptor.instancetype import select_instance_type
 from adaptor.naming import instance_name
 from adaptor.network.base import WorkerNetwork
 from adaptor.record import APF_COPY_NAME, SOCKET_NAME, SandboxRecord
 from adaptor.store import write_private
 from adaptor.tls import AgentTLS
 from protocols import apf
-from providers.base import InstanceSpec, InstanceTypeCatalogue
+from providers.base import InstanceSpec
 
 log = logging.getLogger("adaptor.manager")
 
@@ -37,7 +37,6 @@ class SandboxBuilder:
         default_initdata: str,
         network: WorkerNetwork,
         tls: AgentTLS,
-        catalogue: InstanceTypeCatalogue | None,
         auth_source: AuthSource | None,
     ) -> None:
         self._pods_dir = pods_dir
@@ -47,30 +46,15 @@ class SandboxBuilder:
         self._default_initdata = default_initdata
         self._network = network
         self._tls = tls
-        self._catalogue = catalogue
         self._auth_source = auth_source
 
     def _spec(self, sandbox_id: str, annotations: Mapping[str, str]) -> InstanceSpec:
         res = ann.resources(annotations)
-        instance_type: str | None = None
-        if self._catalogue is not None:
-            instance_type, reason = select_instance_type(
-                self._catalogue,
-                requested=res.instance_type or None,
-                vcpus=res.vcpus,
-                memory_mib=res.memory_mib,
-                gpus=res.gpus,
-            )
-            log.info(
-                "sandbox=%s: instance type %s (selected by %s)", sandbox_id, instance_type, reason
-            )
-        elif res.instance_type:
-            instance_type = res.instance_type
         if res.image:
             log.info("sandbox=%s: Choosing %s from annotation as the pod VM image",
                      sandbox_id, res.image)
         return InstanceSpec(
-            instance_type=instance_type,
+            instance_type=res.instance_type or None,
             vcpus=res.vcpus,
             memory_mib=res.memory_mib,
             gpus=res.gpus,

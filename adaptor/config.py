@@ -108,6 +108,24 @@ class AdaptorSettings:
         env="POD_SUBNET_CIDRS", flag="pod-subnet-cidrs", default=(),
         help="comma-separated extra pod subnets routed through the pod gateway (experimental)",
     )
+    runtimeclass_name: str = setting(
+        env="RUNTIMECLASS_NAME", default="kata-remote",
+        help="runtime class of the peer pods; upstream's /startup probe waits for those on "
+        "the node to be Ready. Accepted; not used until the Kubernetes integration lands",
+    )
+    enable_cloud_provider_external_plugin: bool = setting(
+        env="ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN", default=False,
+        help="load a cloud provider from a Go plugin (.so): not offered; the adaptor refuses "
+        "to start when it is true",
+    )
+    cloud_provider_external_plugin_path: str = setting(
+        env="CLOUD_PROVIDER_EXTERNAL_PLUGIN_PATH", default="",
+        help="path of the Go plugin (accepted; plugins are not offered)",
+    )
+    cloud_provider_external_plugin_hash: str = setting(
+        env="CLOUD_PROVIDER_EXTERNAL_PLUGIN_HASH", default="",
+        help="SHA-256 of the Go plugin (accepted; plugins are not offered)",
+    )
     probe_port: int = setting(
         env="PROBE_PORT", flag="probe-port", default=8000,
         help="port on 127.0.0.1 serving /startup, /healthz and /metrics (SO_REUSEPORT; "
@@ -148,6 +166,21 @@ class AdaptorSettings:
         env="LOG_LEVEL", flag="log-level", default="info",
         help="log level: debug, info, warning or error",
     )
+
+
+def unsupported(settings: AdaptorSettings) -> str | None:
+    """Why the settings ask for a feature this adaptor does not offer, or ``None``.
+
+    Upstream (cloud-providers/table.go, ``LoadCloudProvider``) opens a Go plugin when
+    ``ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN`` is true; a Python adaptor cannot load one, and
+    going on with a built-in provider instead would silently run something else.
+    """
+    if settings.enable_cloud_provider_external_plugin:
+        path = settings.cloud_provider_external_plugin_path or "(no path)"
+        return ("ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN is true, but external cloud-provider "
+                f"plugins (Go .so files, here {path}) are not supported; unset it and use a "
+                "built-in provider")
+    return None
 
 
 def state_dir(settings: AdaptorSettings) -> str:

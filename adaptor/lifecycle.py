@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from adaptor.errors import AdaptorError
+from adaptor.errors import AdaptorError, InstanceTypeError, StartFailed
+from adaptor.instancetype import select_instance_type
 from adaptor.network.base import WorkerNetwork
 from adaptor.store import SandboxStore
 from adaptor.tls import AgentTLS
-from providers.base import Provider, ProviderError
+from providers.base import InstanceSpec, InstanceTypeCatalogue, Provider, ProviderError
 
 if TYPE_CHECKING:
     from adaptor.metrics import Metrics
@@ -58,6 +59,22 @@ class SandboxContext:
     tls: AgentTLS
     store: SandboxStore | None = None
     metrics: Metrics | None = None
+    catalogue: InstanceTypeCatalogue | None = None
+
+    def select_instance_type(self, sandbox_id: str, spec: InstanceSpec) -> InstanceSpec:
+        """The spec with the instance type to create, chosen as upstream's providers choose it
+        in CreateInstance; a failure fails StartVM with upstream's ``creating an instance :``."""
+        if self.catalogue is None:
+            return spec
+        try:
+            chosen, reason = select_instance_type(
+                self.catalogue, requested=spec.instance_type, vcpus=spec.vcpus,
+                memory_mib=spec.memory_mib, gpus=spec.gpus,
+            )
+        except InstanceTypeError as exc:
+            raise StartFailed(f"creating an instance : {exc}") from exc
+        log.info("sandbox=%s: instance type %s (selected by %s)", sandbox_id, chosen, reason)
+        return replace(spec, instance_type=chosen)
 
     async def delete_instance(self, sandbox_id: str, instance_id: str) -> None:
         """Delete with the retry policy; raises the last :class:`ProviderError`."""

@@ -73,12 +73,12 @@ class SandboxManager:
         store: SandboxStore | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self._ctx = SandboxContext(config, provider, network, tls, store, metrics)
+        self._ctx = SandboxContext(config, provider, network, tls, store, metrics, catalogue)
         self._builder = SandboxBuilder(config.pods_dir, config.node_name,
                                        enable_scratch_space=config.enable_scratch_space,
                                        ext_network_via_podvm=config.ext_network_via_podvm,
                                        default_initdata=config.default_initdata,
-                                       network=network, tls=tls, catalogue=catalogue,
+                                       network=network, tls=tls,
                                        auth_source=auth_source)
         self._sandboxes: dict[str, Sandbox] = {}
         self._building: dict[str, asyncio.Future[None]] = {}
@@ -182,27 +182,32 @@ class SandboxManager:
         await sandbox.stop()
 
     # ------------------------------------------------------------------ GetInfo
-    def _instance_of(self, pod_namespace: str, pod_name: str) -> str:
+    def _instance_of(self, pod_namespace: str, pod_name: str) -> str | None:
+        """The pod's instance id, "" while its sandbox has none, ``None`` with no sandbox."""
+        found: str | None = None
         for sandbox in self._sandboxes.values():
             record = sandbox.record
             if (record.pod_name, record.pod_namespace) == (pod_name, pod_namespace):
                 if record.instance_id:
                     return record.instance_id
-        return ""
+                found = ""
+        return found
 
     async def instance_id(
         self, pod_namespace: str, pod_name: str, wait: bool, timeout: float | None
     ) -> str:
-        """The instance id of a pod ("" when none); with ``wait``, block until there is one."""
+        """The instance id of a pod ("" when none). With ``wait``, block only until the pod
+        has a sandbox, as upstream's ``cloudService.GetInstanceID`` (cloud.go) does: a sandbox
+        without an instance yet answers "" at once."""
         if wait:
             self.info_waiters += 1
             try:
                 async with asyncio.timeout(timeout):
-                    while not self._instance_of(pod_namespace, pod_name):
+                    while self._instance_of(pod_namespace, pod_name) is None:
                         await self._changed.wait()
             finally:
                 self.info_waiters -= 1
-        return self._instance_of(pod_namespace, pod_name)
+        return self._instance_of(pod_namespace, pod_name) or ""
 
     # ------------------------------------------------------------------ lifecycle
     async def aclose(self) -> None:

@@ -183,7 +183,7 @@ class Sandbox(SandboxCore):
             pod_name=record.pod_name,
             pod_namespace=record.pod_namespace,
             user_data=record.user_data.encode(),
-            spec=record.spec,
+            spec=self._ctx.select_instance_type(self.id, record.spec),
             tags=adaptor_tags(self._ctx.config.node_name, self.id, record.pod_name,
                               record.pod_namespace),
             attempt=record.attempt,

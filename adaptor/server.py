@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
-from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir
+from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir, unsupported
 from adaptor.errors import InvalidRequest
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
 from adaptor.metrics import InstrumentedProvider, Metrics
@@ -58,6 +58,9 @@ class Prepared:
 
 def prepare(settings: AdaptorSettings) -> Prepared:
     """Validate settings that need more than parsing; raise :class:`StartupError`."""
+    refused = unsupported(settings)
+    if refused is not None:
+        raise StartupError(refused)
     if settings.log_format not in LOG_FORMATS:
         raise StartupError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
                            f"not {settings.log_format!r}")

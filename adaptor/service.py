@@ -157,7 +157,7 @@ class HypervisorService:
         except TimeoutError:
             raise TTRPCError(
                 Code.DEADLINE_EXCEEDED,
-                f"getting VM ID for {ns}:{name}: context deadline exceeded",
+                f"getting VM ID for {ns}:{name}: getting instance ID: context deadline exceeded",
             ) from None
         if not vmid:
             raise TTRPCError(Code.NOT_FOUND, f"VM ID for {ns}:{name} was not found")

@@ -18,6 +18,7 @@ Settings are parsed once at startup and passed down; nothing else reads ``os.env
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.values import (
+    IgnoredEnvValue,
     SettingsError,
     base_type,
     convert,
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("runtime.settings")
 
 REDACTED = "***"
 HELP_FLAGS = frozenset({"h", "help"})
@@ -261,6 +265,11 @@ def build(cls: type[T], parsed: ParsedFlags, env: Mapping[str, str]) -> T:
                 values[f.name] = _convert(spec, annotation, raw_flag, from_env=False)
             elif raw_env is not None:
                 values[f.name] = _convert(spec, annotation, raw_env, from_env=True)
+        except IgnoredEnvValue as exc:
+            shown = format_duration(f.default) if isinstance(f.default, timedelta) \
+                else f.default
+            log.warning("%s: %s: ignored, as upstream ignores it; keeping the default %s",
+                        spec.env, exc, shown)
         except SettingsError as exc:
             source = parsed.sources.get(dest, "") if raw_flag is not None else spec.env
             raise SettingsError(f"{source}: {exc}") from None

@@ -7,19 +7,19 @@ every program: any letter case, ``yes``/``y``/``on`` and ``no``/``n``/``off``, t
 string (false) and surrounding blanks. Env booleans keep upstream's rule: ``1`` or ``true``
 in any case is true, anything else false.
 
-Durations follow Go's ``time.ParseDuration`` (``300ms``, ``-1.5h``, ``2h45m``, units ``ns us
-µs μs ms s m h``). Kept from the adaptor, beyond Go: a bare number is seconds (``90``),
-surrounding blanks are ignored, and more than one leading sign is read as the first one.
+Durations are parsed exactly as Go's ``time.ParseDuration`` (``300ms``, ``-1.5h``, ``2h45m``,
+units ``ns us µs μs ms s m h``): a unit is required except for ``0``, blanks are not allowed,
+and the value must fit Go's int64 nanoseconds. A flag that does not parse is an error. An env
+duration that does not parse is ignored with a warning and the default kept, as upstream's
+``DurationWithEnv`` does (:class:`IgnoredEnvValue`, handled by :mod:`runtime.settings`).
 """
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from collections.abc import Mapping
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,46 +30,108 @@ class SettingsError(UsageError):
     """A setting has a value that cannot be parsed, or a required one is missing."""
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([^\d.]*)")
 _UNIT_NANOSECONDS = {
     "ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9,
     "m": 60 * 10**9, "h": 3600 * 10**9,
 }
+_MAX = 1 << 63
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _MORE_TRUE = frozenset({"1", "t", "true", "yes", "y", "on"})
 _MORE_FALSE = frozenset({"0", "f", "false", "no", "n", "off", ""})
 
 
+class IgnoredEnvValue(SettingsError):
+    """An env value upstream would ignore (keeping the default) rather than refuse."""
+
+
+def _leading_int(s: str) -> tuple[int, str]:
+    """Go's ``leadingInt``: the leading digits; ``OverflowError`` past 1<<63."""
+    i, x = 0, 0
+    while i < len(s) and "0" <= s[i] <= "9":
+        if x > _MAX // 10:
+            raise OverflowError
+        x = x * 10 + ord(s[i]) - ord("0")
+        if x > _MAX:
+            raise OverflowError
+        i += 1
+    return x, s[i:]
+
+
+def _leading_fraction(s: str) -> tuple[int, float, str]:
+    """Go's ``leadingFraction``: digits after the point; stops gaining precision on overflow."""
+    i, x, scale, overflow = 0, 0, 1.0, False
+    while i < len(s) and "0" <= s[i] <= "9":
+        if not overflow:
+            y = x * 10 + ord(s[i]) - ord("0")
+            if x > (_MAX - 1) // 10 or y > _MAX:
+                overflow = True
+            else:
+                x, scale = y, scale * 10
+        i += 1
+    return x, scale, s[i:]
+
+
+def go_duration_ns(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds, step for step (``src/time/format.go``)."""
+    invalid = SettingsError(f"time: invalid duration {_go_quote(text)}")
+    s, neg, total = text, False, 0
+    if s and s[0] in "+-":
+        neg, s = s[0] == "-", s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise invalid
+    while s:
+        if not (s[0] == "." or "0" <= s[0] <= "9"):
+            raise invalid
+        before = len(s)
+        try:
+            v, s = _leading_int(s)
+        except OverflowError:
+            raise invalid from None
+        pre, post, f, scale = before != len(s), False, 0, 1.0
+        if s and s[0] == ".":
+            s = s[1:]
+            before = len(s)
+            f, scale, s = _leading_fraction(s)
+            post = before != len(s)
+        if not pre and not post:
+            raise invalid
+        i = 0
+        while i < len(s) and not (s[i] == "." or "0" <= s[i] <= "9"):
+            i += 1
+        if i == 0:
+            raise SettingsError(f"time: missing unit in duration {_go_quote(text)}")
+        unit_text, s = s[:i], s[i:]
+        unit = _UNIT_NANOSECONDS.get(unit_text)
+        if unit is None:
+            raise SettingsError(f"time: unknown unit {_go_quote(unit_text)} in duration "
+                                f"{_go_quote(text)}")
+        if v > _MAX // unit:
+            raise invalid
+        v *= unit
+        if f > 0:
+            v += int(float(f) * (float(unit) / scale))
+            if v > _MAX:
+                raise invalid
+        total += v
+        if total > _MAX:
+            raise invalid
+    if neg:
+        return -total
+    if total > _MAX - 1:
+        raise invalid
+    return total
+
+
+def _go_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def parse_duration(text: str) -> timedelta:
-    """A Go duration string (``300ms``, ``1.5h``, ``2h45m``); a bare number is seconds."""
-    value = text.strip()
-    if not value:
-        raise SettingsError("empty duration")
-    try:
-        if re.fullmatch(r"\d+(\.\d+)?", value):
-            return timedelta(seconds=float(value))
-        sign = -1 if value.startswith("-") else 1
-        body = value.lstrip("+-")
-        if body == "0":
-            return timedelta(0)
-        if not body:
-            raise SettingsError(f"invalid duration {text!r}")
-        pos, nanoseconds = 0, Decimal(0)
-        while pos < len(body):
-            match = _DURATION_PART.match(body, pos)
-            if match is None:
-                raise SettingsError(f"invalid duration {text!r}")
-            number, unit = match.groups()
-            if not unit:
-                raise SettingsError(f"invalid duration {text!r}: missing unit")
-            if unit not in _UNIT_NANOSECONDS:
-                raise SettingsError(f"invalid duration {text!r}: unknown unit {unit!r}")
-            nanoseconds += Decimal(number) * _UNIT_NANOSECONDS[unit]
-            pos = match.end()
-        return timedelta(microseconds=sign * int(nanoseconds) / 1000)
-    except OverflowError:
-        raise SettingsError(f"invalid duration {text!r}: out of range") from None
+    """A Go duration string (``300ms``, ``1.5h``, ``2h45m``), exactly as Go accepts it."""
+    return timedelta(microseconds=go_duration_ns(text) / 1000)
 
 
 def format_duration(value: timedelta) -> str:
@@ -142,7 +204,12 @@ def convert(annotation: Any, raw: str, *, from_env: bool) -> Any:
     if kind is float:
         return _number(float, raw, "number")
     if kind is timedelta:
-        return parse_duration(raw)
+        if not from_env:
+            return parse_duration(raw)
+        try:
+            return parse_duration(raw)
+        except SettingsError as exc:
+            raise IgnoredEnvValue(str(exc)) from None
     if kind is Path:
         return Path(raw)
     if origin is tuple:

@@ -81,6 +81,14 @@ class ProvisionConfig:
     retry_delay: float = setting(
         env="PUD_RETRY_DELAY", flag="--retry-delay", default=5.0, parse=non_negative_seconds,
         metavar="SECONDS", help="seconds between user-data fetch attempts")
+    #: Upstream's process-user-data only writes the digest, and its image extends PCR 8 from a
+    #: systemd ExecStartPost (podvm/mkosi.images/.../process-user-data.service.d/
+    #: 10-override.conf). Off by default so an upstream image does not extend PCR 8 twice;
+    #: an image that does not extend by itself turns it on, and then a failing extend is an
+    #: error (fail-closed).
+    extend_pcr8: bool = setting(
+        env="PUD_EXTEND_PCR8", flag="--extend-pcr8", default=False,
+        help="extend PCR 8 with the initdata digest (upstream images do it from the unit)")
     #: PCR 8 is extended only when this device exists; ``None`` disables extending.
     tpm_device: Path | None = setting(
         env="PUD_TPM_DEVICE", flag="--tpm-device", default=Path("/dev/tpmrm0"),

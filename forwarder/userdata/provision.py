@@ -151,7 +151,8 @@ async def provision_files(config: ProvisionConfig) -> ProvisionResult:
         outputs = initdata_files(root, allowed.get(INITDATA_NAME))
         written = commit_all(root, {**allowed, **outputs.files})
         extended = await extend_pcr8(
-            root, outputs.digest, device=config.tpm_device, command=config.pcrextend_command
+            root, outputs.digest, enabled=config.extend_pcr8, device=config.tpm_device,
+            command=config.pcrextend_command,
         )
     prefix = userdata.PEERPOD_DIR + "/"
     return ProvisionResult(

@@ -1,5 +1,9 @@
 """Bind initdata to the TPM: extend PCR 8 (SHA-256 bank) with the digest's first 32 bytes.
 
+Off unless ``--extend-pcr8`` / ``PUD_EXTEND_PCR8`` is set: upstream's process-user-data only
+writes the digest and its image extends PCR 8 itself, so extending here too would extend it
+twice in an upstream image.
+
 Same command as upstream's pod VM image runs after ``process-user-data``::
 
     tpm2_pcrextend 8:sha256=$(head -c64 /run/peerpod/initdata.digest)
@@ -39,10 +43,14 @@ def _present(path: Path) -> bool:
 
 
 async def extend_pcr8(
-    root: SafeDir, digest_hex: str, *, device: Path | None, command: str
+    root: SafeDir, digest_hex: str, *, enabled: bool, device: Path | None, command: str
 ) -> bool:
-    """Extend PCR 8 when a TPM and the command are present. Returns whether it extended."""
+    """Extend PCR 8 when turned on and a TPM and the command are present. Returns whether it
+    extended; a failing command is a :class:`ProvisionError` (fail-closed)."""
     argument = pcrextend_argument(digest_hex)
+    if not enabled:
+        log.info("PCR 8: extending is off (--extend-pcr8); the image's unit extends it")
+        return False
     if device is None:
         log.info("PCR 8: TPM use disabled; not extending")
         return False

@@ -97,10 +97,13 @@ def run_instances_params(
     image: ImageInfo | None,
     instance_type: str,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``ec2.run_instances``.
+    """Keyword arguments for ``ec2.run_instances``, as upstream's ``CreateInstance``
+    (cloud-providers/aws/provider.go) builds its ``RunInstancesInput``.
 
     ``UserData`` stays raw bytes: botocore base64-encodes it for RunInstances. With a launch
-    template only the template name, user-data and tags are sent; ``image`` is then unused.
+    template only the template name, user-data, tags and (as upstream) the root volume's
+    ``BlockDeviceMappings`` are sent; ``image`` then is the configured AMI, used only for its
+    root device.
     """
     params: dict[str, Any] = {
         "MinCount": 1,
@@ -113,11 +116,24 @@ def run_instances_params(
     }
     if settings.use_launch_template:
         params["LaunchTemplate"] = {"LaunchTemplateName": settings.launch_template_name}
-        return params
-    if image is None:
-        raise ValueError("an image is needed without a launch template")
-    params["ImageId"] = image.image_id
-    params["InstanceType"] = instance_type
+    else:
+        if image is None:
+            raise ValueError("an image is needed without a launch template")
+        params.update(_instance_params(settings, placement, image, instance_type))
+    if settings.root_volume_size > 0:
+        if image is None:
+            raise ValueError("an image is needed for the root volume size")
+        params["BlockDeviceMappings"] = [{
+            "DeviceName": image.root_device_name,
+            "Ebs": {"VolumeSize": root_volume_gib(settings.root_volume_size, image)},
+        }]
+    return params
+
+
+def _instance_params(
+    settings: AwsSettings, placement: Placement, image: ImageInfo, instance_type: str
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"ImageId": image.image_id, "InstanceType": instance_type}
     if placement.key_name:
         params["KeyName"] = placement.key_name
     if settings.use_public_ip:
@@ -138,11 +154,6 @@ def run_instances_params(
             params["SecurityGroupIds"] = list(placement.security_group_ids)
     if not settings.disable_cvm:
         params["CpuOptions"] = {"AmdSevSnp": "enabled"}
-    if settings.root_volume_size > 0:
-        params["BlockDeviceMappings"] = [{
-            "DeviceName": image.root_device_name,
-            "Ebs": {"VolumeSize": root_volume_gib(settings.root_volume_size, image)},
-        }]
     return params
 
 

@@ -263,7 +263,12 @@ class AwsProvider:
                 log.info("sandbox=%s: Choosing %s from annotation as the AWS AMI for the PodVM "
                          "image", sid, image_id)
             image = await self._image(image_id)
-            if s.root_volume_size > 0 and not image.root_device_name:
+        elif s.root_volume_size > 0:
+            # Upstream sends the root volume with a launch template too, sized from the
+            # configured AMI's root device (aws/provider.go, NewProvider and CreateInstance).
+            image = await self._image(image_id)
+        if image is not None and s.root_volume_size > 0:
+            if not image.root_device_name:
                 raise InvalidSpec(f"AMI {image_id} has no root device name")
         params = run_instances_params(
             request, s, self._placement, image=image, instance_type=instance_type

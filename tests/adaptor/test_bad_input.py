@@ -101,15 +101,23 @@ async def test_instance_type_selection_errors(
     settings = make_settings(short_dir, cloud.port)
     async with Daemon(settings, cloud.provider, network=network, delete_retry=FAST_RETRY):
         shim = Shim(settings.socket)
-        exc = await expect_error(shim.create_vm("sb-t1", shim_annotations(machine_type="m5.24x")))
-        assert exc.code == Code.INVALID_ARGUMENT
-        assert exc.message == ('failed to verify instance type: requested instance type '
-                               '("m5.24x") is not part of supported instance types list')
-        exc = await expect_error(shim.create_vm(
-            "sb-t2", shim_annotations(default_vcpus="2", default_memory="18432")))
+        # Upstream selects in the provider's CreateInstance (cloud-providers/util.go,
+        # SelectInstanceTypeToUse), so CreateVM succeeds and StartVM fails with cloud.go's
+        # "creating an instance : " prefix and gRPC's Unknown code.
+        await shim.create_vm("sb-t1", shim_annotations(machine_type="m5.24x"))
+        exc = await expect_error(shim.start_vm("sb-t1"))
+        assert exc.code == Code.UNKNOWN
+        assert exc.message == ('creating an instance : failed to verify instance type: '
+                               'requested instance type ("m5.24x") is not part of supported '
+                               'instance types list')
+        await shim.create_vm("sb-t2", shim_annotations(default_vcpus="2", default_memory="18432"))
+        exc = await expect_error(shim.start_vm("sb-t2"))
         assert exc.message == (
-            "failed to get instance type based on vCPU and memory annotations: no instance "
-            "type found for the given vcpus (2) and memory (18432)")
+            "creating an instance : failed to get instance type based on vCPU and memory "
+            "annotations: no instance type found for the given vcpus (2) and memory (18432)")
+        assert cloud.provider.created == []
+        for sid in ("sb-t1", "sb-t2"):
+            await shim.stop_vm(sid)
         # Best fits, then the default.
         for sid, hv, expected in [
             ("sb-t3", {"default_vcpus": "2", "default_memory": "4096"}, "t3.large"),

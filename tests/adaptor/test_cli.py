@@ -69,8 +69,11 @@ def test_cloud_provider_env_and_errors() -> None:
         parse_command([], {}, loader)
     with pytest.raises(UsageError, match="unknown cloud provider 'nope'"):
         parse_command(["nope"], {}, loader)
-    with pytest.raises(UsageError, match="PROXY_TIMEOUT: invalid duration"):
-        parse_command(["fake"], {"PROXY_TIMEOUT": "5 minutes"}, loader)
+    with pytest.raises(UsageError, match="FORWARDER_PORT: invalid integer"):
+        parse_command(["fake"], {"FORWARDER_PORT": "x"}, loader)
+    # An env duration Go rejects keeps the default, as upstream's DurationWithEnv does.
+    kept = run_command(["fake"], {"PROXY_TIMEOUT": "5 minutes"}).settings.proxy_timeout
+    assert kept == timedelta(minutes=5)
     version = parse_command(["version"], {}, loader)
     assert isinstance(version, TextCommand)
 
@@ -165,12 +168,13 @@ def test_value_flag_forms() -> None:
     for argv in (["-pods-dir", "/p"], ["-pods-dir=/p"], ["--pods-dir", "/p"],
                  ["--pods-dir=/p"]):
         assert run_command(["fake", *argv], {}).settings.pods_dir == "/p", argv
-    s = run_command(["fake", "-proxy-timeout", "90", "-vxlan-min-id=7"], {}).settings
+    s = run_command(["fake", "-proxy-timeout", "90s", "-vxlan-min-id=7"], {}).settings
     assert s.proxy_timeout == timedelta(seconds=90) and s.vxlan_min_id == 7
 
 
 @pytest.mark.parametrize("argv", [
     ["fake", "-disable-tls=maybe"], ["fake", "-pods-dir"], ["fake", "-proxy-timeout", "5x"],
+    ["fake", "-proxy-timeout", "90"],  # Go's time.ParseDuration: missing unit
     ["fake", "extra"],
 ])
 def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

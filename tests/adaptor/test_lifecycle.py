@@ -168,27 +168,37 @@ async def test_concurrent_start_makes_one_instance(
     assert len(cloud.provider.instances) == 0
 
 
-async def test_get_info_waits_for_the_instance(
+async def test_get_info_waits_for_the_sandbox(
     daemon: Daemon, cloud: FakeCloud, shim: Shim
 ) -> None:
+    # Upstream: pkg/adaptor/cloud/cloud.go, cloudService.GetInstanceID waits (Wait=true) only
+    # until a sandbox for the pod exists, then answers its instance id, "" before StartVM,
+    # which pkg/adaptor/vminfo/service.go, GetInfo turns into NotFound at once.
+    manager = daemon.manager
+    assert manager is not None
+    waiter = asyncio.create_task(shim.get_info("p1", "ns1", wait=True, timeout=10))
+    await eventually(lambda: manager.info_waiters == 1)  # the call is waiting now
     await shim.create_vm("sb-info", shim_annotations(pod="p1", namespace="ns1"))
     try:
-        await shim.get_info("p1", "ns1")
+        await waiter
     except TTRPCError as exc:
         assert exc.code == Code.NOT_FOUND
         assert exc.message == "VM ID for ns1:p1 was not found"
     else:
-        raise AssertionError("GetInfo should fail before StartVM")
+        raise AssertionError("GetInfo should answer NotFound once the sandbox exists")
+    for wait in (False, True):
+        try:
+            await shim.get_info("p1", "ns1", wait=wait, timeout=10)
+        except TTRPCError as exc:
+            assert exc.code == Code.NOT_FOUND
+        else:
+            raise AssertionError("GetInfo should fail before StartVM")
     try:
-        await shim.get_info("p1", "ns1", wait=True, timeout=0.3)
+        await shim.get_info("p2", "ns1", wait=True, timeout=0.3)
     except TTRPCError as exc:
         assert exc.code == Code.DEADLINE_EXCEEDED
     else:
-        raise AssertionError("GetInfo should time out")
-    waiter = asyncio.create_task(shim.get_info("p1", "ns1", wait=True, timeout=10))
-    manager = daemon.manager
-    assert manager is not None
-    await eventually(lambda: manager.info_waiters == 1)  # the call is waiting now
+        raise AssertionError("GetInfo for a pod without a sandbox should time out")
     await shim.start_vm("sb-info")
-    assert await waiter == cloud.provider.created[0]
+    assert await shim.get_info("p1", "ns1", wait=True) == cloud.provider.created[0]
     await shim.stop_vm("sb-info")

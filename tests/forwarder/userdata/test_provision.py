@@ -270,7 +270,7 @@ def tpm_device(tmp_path: Path) -> Path:
 async def test_pcr8_extended_with_first_32_bytes_of_digest(
     config: ProvisionConfig, fake_pcrextend: Path, tpm_device: Path
 ) -> None:
-    config = replace(with_cidata(config, _user_data()), tpm_device=tpm_device)
+    config = replace(with_cidata(config, _user_data()), tpm_device=tpm_device, extend_pcr8=True)
 
     result = await provision_files(config)
 
@@ -284,10 +284,26 @@ async def test_pcr8_extended_with_first_32_bytes_of_digest(
     assert _read(fake_pcrextend).count("\n") == 1
 
 
+async def test_pcr8_not_extended_by_default_as_upstream(
+    config: ProvisionConfig, fake_pcrextend: Path, tpm_device: Path
+) -> None:
+    # Upstream: pkg/userdata/provision.go, ProvisionFiles writes initdata.digest and nothing
+    # more; podvm/mkosi.images/system/mkosi.skeleton/usr/lib/systemd/system/
+    # process-user-data.service.d/10-override.conf runs tpm2_pcrextend itself.
+    assert ProvisionConfig().extend_pcr8 is False
+    config = replace(with_cidata(config, _user_data()), tpm_device=tpm_device)
+    assert not config.extend_pcr8
+    result = await provision_files(config)
+    assert not result.pcr8_extended
+    assert not _exists(fake_pcrextend)
+    assert (config.peerpod_dir / "initdata.digest").exists()
+
+
 async def test_pcr8_skipped_without_tpm_device(
     tmp_path: Path, config: ProvisionConfig, fake_pcrextend: Path
 ) -> None:
-    config = replace(with_cidata(config, _user_data()), tpm_device=tmp_path / "no-tpm")
+    config = replace(with_cidata(config, _user_data()), tpm_device=tmp_path / "no-tpm",
+                     extend_pcr8=True)
     result = await provision_files(config)
     assert not result.pcr8_extended
     assert not _exists(fake_pcrextend)
@@ -297,6 +313,7 @@ async def test_pcr8_skipped_without_command(config: ProvisionConfig, tpm_device:
     config = replace(
         with_cidata(config, _user_data()),
         tpm_device=tpm_device,
+        extend_pcr8=True,
         pcrextend_command="tpm2_pcrextend-does-not-exist",
     )
     result = await provision_files(config)
@@ -310,7 +327,7 @@ async def test_pcr8_command_failure_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_PCREXTEND_FAIL", "1")
-    config = replace(with_cidata(config, _user_data()), tpm_device=tpm_device)
+    config = replace(with_cidata(config, _user_data()), tpm_device=tpm_device, extend_pcr8=True)
     with pytest.raises(ProvisionError, match="exited with 3: ERROR: esys failed"):
         await provision_files(config)
     # The files were written before the extend; the digest is there for diagnosis.

@@ -109,3 +109,14 @@ def test_env_errors_name_the_variable(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("PUD_RETRY_DELAY", "-2")
     code, _, err = exit_code(["provision-files"], capsys)
     assert code == 2 and "PUD_RETRY_DELAY: must not be negative" in err
+
+
+def test_extend_pcr8_is_off_unless_asked() -> None:
+    # Upstream's process-user-data has no such switch and never extends PCR 8
+    # (pkg/userdata/provision.go, ProvisionFiles); the image's unit does.
+    assert config(["provision-files"]).extend_pcr8 is False
+    assert config(["provision-files", "--extend-pcr8"]).extend_pcr8 is True
+    assert config(["provision-files", "--extend-pcr8=false"], {"PUD_EXTEND_PCR8": "1"}) \
+        .extend_pcr8 is False
+    assert config(["provision-files"], {"PUD_EXTEND_PCR8": "true"}).extend_pcr8 is True
+    assert config(["provision-files"], {"PUD_EXTEND_PCR8": ""}).extend_pcr8 is False

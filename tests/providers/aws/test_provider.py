@@ -142,7 +142,9 @@ async def test_create_with_public_ip(
 async def test_create_from_launch_template(
     make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, node: str
 ) -> None:
-    provider = make_provider(use_launch_template=True, launch_template_name=LAUNCH_TEMPLATE)
+    # ROOT_VOLUME_SIZE=0: nothing beyond the template (with a size, see test_launch_template).
+    provider = make_provider(use_launch_template=True, launch_template_name=LAUNCH_TEMPLATE,
+                             root_volume_size=0)
     request = make_request(node)
     instance = await provider.create_instance(request)
 
