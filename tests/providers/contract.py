@@ -232,6 +232,18 @@ def gcp(request: pytest.FixtureRequest, node: str) -> Subject:
         unsupported=InstanceSpec(multi_nic=True),
         unsupported_field="multi_nic",
         unknown_id="4999999999999999999",
+        residue=residue,
+        slow_create=slow,
+    )
+
+
+def _delete_link(name: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", "link", "delete", "dev", name], capture_output=True, check=False)
+
+
+# name -> (factory, marks). Azure and GCP add one line each, with their loopback fakes.
 def azure(request: pytest.FixtureRequest, node: str) -> Subject:
     """The real Azure SDK against the loopback ARM endpoint (tests.providers.azure)."""
     from tests.providers.azure.armserver import ArmServer
@@ -258,13 +270,6 @@ def azure(request: pytest.FixtureRequest, node: str) -> Subject:
     )
 
 
-def _delete_link(name: str) -> None:
-    import subprocess
-
-    subprocess.run(["ip", "link", "delete", "dev", name], capture_output=True, check=False)
-
-
-# name -> (factory, marks). Azure and GCP add one line each, with their loopback fakes.
 FACTORIES: dict[str, tuple[Factory, tuple[pytest.MarkDecorator, ...]]] = {
     "fake": (fake, ()),
     "local": (local, (pytest.mark.root, pytest.mark.netns)),
