@@ -11,12 +11,16 @@ domain and its volumes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -116,6 +120,42 @@ async def agent_check(socket_path: str) -> tuple[int, str]:
     return int(check.status), version.agent_version
 
 
+#: Run in the daemon's namespace: a TLS client without a certificate dials the forwarder
+#: and tries a ttrpc request; prints what the server did.
+NO_CERT_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    with socket.create_connection((sys.argv[1], 15150), timeout=60) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(bytes(10))
+            data = tls.recv(1)
+    print("served" if data else "closed")
+except (ssl.SSLError, ConnectionError) as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def forwarder_without_client_cert(netns: str, address: str) -> str:
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", NO_CERT_CLIENT,
+                           address], capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+def domain_address(name: str, network: str) -> str:
+    conn = libvirt.open(daemon.URI)
+    try:
+        dom = conn.lookupByName(name)
+        mac = ET.fromstring(dom.XMLDesc(0)).find("devices/interface/mac")
+        assert mac is not None
+        leases = conn.networkLookupByName(network).DHCPLeases()
+        return str(next(lease["ipaddr"] for lease in leases if lease["mac"] == mac.get("address")))
+    finally:
+        conn.close()
+
+
 def pool_volumes(podvm_libvirtd: daemon.Libvirtd) -> set[str]:
     conn = libvirt.open(daemon.URI)
     try:
@@ -156,6 +196,10 @@ async def test_the_adaptor_boots_the_image_and_reaches_the_agent_inside(
     status, agent_version = await agent_check(agent_socket)
     assert status == health_pb2.HealthCheckResponse.SERVING
     assert agent_version == DEVAGENT_NAME
+    # and port 15150 serves nobody without a client certificate the adaptor's CA signed
+    address = domain_address(name, podvm_libvirtd.network)
+    answer = await asyncio.to_thread(forwarder_without_client_cert, podvm_libvirtd.netns, address)
+    assert answer.startswith("refused") or answer == "closed", answer
 
     await adaptor.shim.stop_vm(sid)
     assert name not in domain_names()

@@ -50,9 +50,13 @@ def test_each_unit_of_the_chain_does_what_the_chain_needs() -> None:
     ]
     assert pud["Service"]["ExecStart"] == ["/opt/peerpods/bin/process-user-data provision-files"]
     # the attestation components run only when the initdata configured them
-    for name in ("attestation-agent.service", "confidential-data-hub.service",
-                 "api-server-rest.service"):
-        assert u[name]["Unit"]["ConditionPathExists"] == ["/run/peerpod/aa.toml"], name
+    assert u["attestation-agent.service"]["Unit"]["ConditionPathExists"] == [
+        "/run/peerpod/aa.toml"
+    ]
+    for name in ("confidential-data-hub.service", "api-server-rest.service"):
+        assert u[name]["Unit"]["ConditionPathExists"] == [
+            "/run/peerpod/aa.toml", "/run/peerpod/cdh.toml"
+        ], name
     cdh = u["confidential-data-hub.service"]["Service"]
     assert ("CDH_DEFAULT_IMAGE_AUTHENTICATED_REGISTRY_CREDENTIALS=file:///run/peerpod/auth.json"
             in cdh["Environment"])

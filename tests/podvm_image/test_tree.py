@@ -121,6 +121,16 @@ def test_slots_and_the_development_agent(rootfs: RootFs, manifest: dict[str, Any
     elif agent == "missing":
         assert not rootfs.exists("/usr/local/bin/kata-agent")
         assert "kata-agent" in manifest["missing"]
+    else:  # a binary given to the build
+        installed = hashlib.sha256(rootfs.read("/usr/local/bin/kata-agent")).hexdigest()
+        assert agent == f"binary sha256={installed}"
+    for name in ("attestation-agent", "confidential-data-hub", "api-server-rest"):
+        if slots[name].startswith("binary sha256="):
+            installed = hashlib.sha256(rootfs.read(f"/usr/local/bin/{name}")).hexdigest()
+            assert slots[name] == f"binary sha256={installed}"
+        else:
+            assert slots[name] == "python (this project)"
+            assert manifest["guest_components"] == "python"
     setting = rootfs.read("/etc/peerpods/guest-components").decode()
     assert setting == f"GUEST_COMPONENTS={manifest['guest_components']}\n"
     assert rootfs.read("/etc/agent-config.toml").startswith(b"# kata-agent's configuration")
@@ -143,6 +153,12 @@ def test_the_variant_is_what_the_manifest_says(rootfs: RootFs, manifest: dict[st
     else:
         assert fstab[0].split()[3] == "defaults,errors=remount-ro"
         assert debug_tmpfiles
+        autologin = rootfs.read("/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf")
+        assert b"--autologin root" in autologin
+        # sshd makes its host keys at first boot, never at build time
+        keygen = rootfs.read("/etc/systemd/system/ssh.service.d/host-keys.conf")
+        assert b"ExecStartPre=/usr/bin/ssh-keygen -A" in keygen
+        assert "sshd" in {e.name for e in rootfs.list("/usr/sbin")}
 
 
 def test_the_disk_boots_both_ways_and_matches_the_manifest(
@@ -158,6 +174,11 @@ def test_the_disk_boots_both_ways_and_matches_the_manifest(
     assert kernels and any(e.name.startswith("initrd.img-") for e in rootfs.list("/boot"))
     digest = hashlib.sha256(image_path().read_bytes()).hexdigest()
     assert manifest["images"][image_path().name]["sha256"] == digest
+    for name, output in manifest["images"].items():  # raw and VHD conversions, when built
+        assert image_path().with_name(name).stat().st_size == output["bytes"], name
+    if "podvm.vhd" in manifest["images"]:
+        footer = image_path().with_name("podvm.vhd").read_bytes()[-512:]
+        assert footer.startswith(b"conectix")  # a fixed VHD: the footer closes the file
     assert manifest["boot"] == ["uefi", "bios"]
     assert manifest["debian_packages"]["systemd"]
     assert manifest["inputs_sha256"] == image_path().with_name(
