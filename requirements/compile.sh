@@ -12,7 +12,8 @@
 #   runtime.txt    the runtime dependencies (scripts/install.sh)
 #   test.txt       runtime + the test extras, aws and libvirt included (.ci/run)
 #   image.txt      runtime + the aws, azure, gcp and libvirt extras (Dockerfile)
-# runtime.txt and image.txt are constrained to test.txt, so a package they share has the same
+#   podvm.txt      runtime + the guest extra (the pod VM image, podvm-image/build)
+# runtime.txt, image.txt and podvm.txt are constrained to test.txt, so a package they share has the same
 # version everywhere. Install one with
 #   pip install --require-hashes -r requirements/<lock>.txt
 #   pip install --no-deps --no-build-isolation -e .
@@ -28,3 +29,5 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
     -o requirements/runtime.txt
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
     --extra aws --extra azure --extra gcp --extra libvirt -o requirements/image.txt
+"$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
+    --extra guest -o requirements/podvm.txt

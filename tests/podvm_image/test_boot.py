@@ -1,0 +1,208 @@
+"""The pod VM image end to end: the adaptor on the libvirt provider boots it under a real
+libvirtd with QEMU (emulation, UEFI), in a network namespace this module creates.
+
+The image is podvm-image/build's hardened variant with the development agent in place of
+kata-agent (.ci/setup.d/40-podvm-image.sh). The adaptor makes the domain with a real
+``cidata`` config drive; in the VM process-user-data writes apf.json and the initdata files,
+the forwarder comes up with mutual TLS on 15150, and StartVM returns. A ``Check`` through the
+adaptor's agent proxy then reaches the development agent inside the VM, and StopVM deletes the
+domain and its volumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import pytest
+
+from protocols import initdata
+from protocols.kata import health_pb2
+from protocols.ttrpc import Client
+from providers.local.devagent import NAME as DEVAGENT_NAME
+from tests.adaptor.shim import shim_annotations
+from tests.podvm_image.image import image_path, manifest_path
+from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_env, remove_node_leftovers
+
+libvirt = pytest.importorskip("libvirt")
+
+from tests.providers.libvirt import libvirtd as daemon  # noqa: E402
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
+
+VOLUME = "podvm-image.qcow2"
+NO_NETNS = "/var/run/netns/cni-absent"  # no pod network: the pod netns does not exist
+BOOT_TIMEOUT = 900.0  # StartVM under emulation on a shared machine, with margin
+INITDATA_TOML = (
+    'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
+    f'"policy.rego" = "package agent_policy\\n# podvm image test {uuid.uuid4().hex}\\n"\n'
+)
+
+
+@pytest.fixture(scope="module")
+def podvm_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[daemon.Libvirtd]:
+    """A libvirtd of this module's own (stopped before the provider tests start theirs)
+    whose pool also holds the pod VM image."""
+    if not image_path().is_file():
+        pytest.skip(f"no pod VM image at {image_path()} (.ci/setup.d/40-podvm-image.sh)")
+    try:
+        daemon.check_prerequisites()
+    except daemon.Unavailable as exc:
+        pytest.skip(f"real libvirtd unavailable: {exc}")
+    with daemon.running_libvirtd(tmp_path_factory.mktemp("libvirtd")) as running:
+        target = daemon.POOL_DIR / VOLUME
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        try:
+            os.link(image_path(), target)
+        except OSError:
+            shutil.copyfile(image_path(), target)
+        conn = libvirt.open(daemon.URI)
+        try:
+            conn.storagePoolLookupByName(running.pool).refresh(0)
+        finally:
+            conn.close()
+        try:
+            yield replace(running, base_volume=VOLUME)
+        finally:
+            target.unlink(missing_ok=True)
+
+
+@pytest.fixture
+async def adaptor(podvm_libvirtd: daemon.Libvirtd) -> AsyncIterator[AdaptorInNetns]:
+    root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")  # agent socket paths stay short
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    env = adaptor_env(
+        root, podvm_libvirtd,
+        LIBVIRT_CPU="1",
+        LIBVIRT_MEMORY="1024",
+        LIBVIRT_IP_TIMEOUT="600s",
+        PROXY_TIMEOUT="600s",
+        NODE_NAME=node,
+        INITDATA=initdata.encode(INITDATA_TOML),
+    )
+    proc = AdaptorInNetns(podvm_libvirtd.netns, env, f"{root}/adaptor.log")
+    conn = libvirt.open(daemon.URI)
+    try:
+        await proc.start()
+        yield proc
+    finally:
+        try:
+            await proc.aclose()
+        finally:
+            print(proc.log()[-20000:])  # pytest shows it when the test failed
+            try:
+                removed = remove_node_leftovers(conn, podvm_libvirtd, node)
+                if removed:
+                    print(f"removed pod VMs the adaptor left behind: {removed}")
+            finally:
+                conn.close()
+                shutil.rmtree(root, ignore_errors=True)
+
+
+async def agent_check(socket_path: str) -> tuple[int, str]:
+    """grpc.Health Check and Version through the adaptor's agent proxy."""
+    async with await Client.connect_unix(socket_path) as client:
+        check = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
+                                  health_pb2.HealthCheckResponse, timeout=60)
+        version = await client.call("grpc.Health", "Version", health_pb2.CheckRequest(),
+                                    health_pb2.VersionCheckResponse, timeout=60)
+    return int(check.status), version.agent_version
+
+
+#: Run in the daemon's namespace: a TLS client without a certificate dials the forwarder
+#: and tries a ttrpc request; prints what the server did.
+NO_CERT_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    with socket.create_connection((sys.argv[1], 15150), timeout=60) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(bytes(10))
+            data = tls.recv(1)
+    print("served" if data else "closed")
+except (ssl.SSLError, ConnectionError) as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def forwarder_without_client_cert(netns: str, address: str) -> str:
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", NO_CERT_CLIENT,
+                           address], capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+def domain_address(name: str, network: str) -> str:
+    conn = libvirt.open(daemon.URI)
+    try:
+        dom = conn.lookupByName(name)
+        mac = ET.fromstring(dom.XMLDesc(0)).find("devices/interface/mac")
+        assert mac is not None
+        leases = conn.networkLookupByName(network).DHCPLeases()
+        return str(next(lease["ipaddr"] for lease in leases if lease["mac"] == mac.get("address")))
+    finally:
+        conn.close()
+
+
+def pool_volumes(podvm_libvirtd: daemon.Libvirtd) -> set[str]:
+    conn = libvirt.open(daemon.URI)
+    try:
+        pool = conn.storagePoolLookupByName(podvm_libvirtd.pool)
+        pool.refresh(0)
+        return {v.name() for v in pool.listAllVolumes()}
+    finally:
+        conn.close()
+
+
+def domain_names() -> set[str]:
+    conn = libvirt.open(daemon.URI)
+    try:
+        return {d.name() for d in conn.listAllDomains(0)}
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(BOOT_TIMEOUT + 300)
+async def test_the_adaptor_boots_the_image_and_reaches_the_agent_inside(
+    adaptor: AdaptorInNetns, podvm_libvirtd: daemon.Libvirtd
+) -> None:
+    assert "development agent" in manifest_path().read_text()
+    sid = uuid.uuid4().hex
+    pod, namespace = f"img-{sid[-6:]}", "podvm-image"
+    name = f"podvm-{pod}-{sid[:8]}"
+    volumes_before = pool_volumes(podvm_libvirtd)
+
+    agent_socket = await adaptor.shim.create_vm(sid, shim_annotations(pod, namespace), NO_NETNS)
+    started = time.monotonic()
+    await adaptor.shim.start_vm(sid, timeout=BOOT_TIMEOUT)
+    boot_seconds = time.monotonic() - started
+    print(f"StartVM (create, boot, forwarder ready over mTLS): {boot_seconds:.0f}s")
+    assert name in domain_names()
+    assert {f"{name}-root.qcow2", f"{name}-cloudinit.iso"} <= pool_volumes(podvm_libvirtd)
+
+    # the agent proxy -> mTLS -> the forwarder in the VM -> the development agent
+    status, agent_version = await agent_check(agent_socket)
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert agent_version == DEVAGENT_NAME
+    # and port 15150 serves nobody without a client certificate the adaptor's CA signed
+    address = domain_address(name, podvm_libvirtd.network)
+    answer = await asyncio.to_thread(forwarder_without_client_cert, podvm_libvirtd.netns, address)
+    assert answer.startswith("refused") or answer == "closed", answer
+
+    await adaptor.shim.stop_vm(sid)
+    assert name not in domain_names()
+    assert pool_volumes(podvm_libvirtd) == volumes_before
+    assert not os.path.exists(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd")  # noqa: ASYNC240
+    assert await adaptor.terminate() == 0
