@@ -62,6 +62,8 @@ class ForwarderDialer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            log.debug("sandbox=%s: dialing forwarder %s (attempt %d)", self.sandbox_id,
+                      self.address, attempt)
             try:
                 client = await self.connect_once(min(ATTEMPT_TIMEOUT, remaining))
             except ssl.SSLCertVerificationError as exc:
