@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from runtime.tlsprofile import TLSProfileError
 from tests.webhook.conftest import SERVER_NAME, WebhookPki
 from tests.webhook.test_admission import container, pod, res, review
 from webhook.__main__ import load, main
+from webhook.config import WebhookSettings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -108,3 +111,14 @@ def test_installed_program_serves_until_sigterm(pki: WebhookPki) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopping" in err
+
+
+def test_readme_settings_table_is_current() -> None:
+    """README's webhook table is scripts/settings-table's rendering of WebhookSettings."""
+    loader = importlib.machinery.SourceFileLoader("settings_table",
+                                                  str(ROOT / "scripts" / "settings-table"))
+    spec = importlib.util.spec_from_loader("settings_table", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    assert module.table(WebhookSettings) in (ROOT / "README.md").read_text()
