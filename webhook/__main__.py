@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from runtime import aio
 from runtime.errors import StartupError
+from runtime.logsafe import escape_root_handlers
 from runtime.settings import SettingsError, describe, flags_of, parse_settings, usage
 from runtime.tlsprofile import TLSProfile, TLSProfileError, parse_profile
 from webhook.config import PROGRAM_NAME, WebhookSettings
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=getattr(logging, settings.log_level.upper()))
+    escape_root_handlers()  # pod names and quantities come from unvalidated pods
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     log.info("%s starting: %s", PROGRAM_NAME, describe(settings))
     try:

@@ -15,6 +15,7 @@ import sys
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,19 +99,25 @@ def test_installed_program_serves_until_sigterm(pki: WebhookPki) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=10) as r:
             assert r.read() == b"ok"
         context = ssl.create_default_context(cadata=pki.ca.cert_pem)
-        request = urllib.request.Request(
-            f"https://{SERVER_NAME}:{port}/mutate-v1-pod",
-            data=review(pod([container("c", res({"cpu": "1"}))]), uid="u"),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, context=context, timeout=10) as r:
-            answer = json.loads(r.read())
-        assert answer["response"]["allowed"] is True and answer["response"]["uid"] == "u"
-        assert "patch" in answer["response"]
+
+        def post(obj: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"https://{SERVER_NAME}:{port}/mutate-v1-pod", data=review(obj, uid="u"),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, context=context, timeout=10) as r:
+                answer: dict[str, Any] = json.loads(r.read())["response"]
+            return answer
+        good = post(pod([container("c", res({"cpu": "1"}))]))
+        assert good["allowed"] is True and good["uid"] == "u" and "patch" in good
+        forged = post(pod([container("c\nFORGED", res({"cpu": "1\nFORGED"}))]))
+        assert forged["allowed"] is False and forged["status"]["code"] == 400
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopping" in err
+    assert "refused" in err and "\\nFORGED" in err  # the log line stays one line
+    assert not any(line.startswith("FORGED") for line in err.splitlines())
 
 
 def test_readme_settings_table_is_current() -> None:
