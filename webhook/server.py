@@ -130,9 +130,7 @@ class WebhookServer:
         host, port = parse_address(address)
         site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
-        server = site._server  # the bound port, when port 0 was asked for
-        sockets = getattr(server, "sockets", None) or ()
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return int(runner.addresses[0][1])  # the bound port, when port 0 was asked for
 
     async def start(self) -> None:
         try:

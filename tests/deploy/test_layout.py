@@ -173,6 +173,14 @@ def test_webhook_as_upstream() -> None:
     mount = next(m for m in con["volumeMounts"] if m["mountPath"] == CERT_DIR)
     volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "webhook-server-cert"
+    # the restricted Pod Security profile its namespace enforces
+    namespace = only(docs, "Namespace", WEBHOOK_NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod_security = pod_spec(deployment)["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] != 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert con["securityContext"]["allowPrivilegeEscalation"] is False
+    assert con["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     account = only(docs, "ServiceAccount", pod_spec(deployment)["serviceAccountName"])
     assert account["automountServiceAccountToken"] is False  # it calls no API
 
