@@ -37,8 +37,12 @@ class CertReloader:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         profile.apply(self.context)
         self._signature: Signature | None = None
+
+    def load(self) -> None:
+        """The first load; a :class:`TLSProfileError` when the files cannot be used."""
         if not self.check():
-            raise TLSProfileError(f"cannot load the serving certificate {cert} and key {key}")
+            raise TLSProfileError(
+                f"cannot load the serving certificate {self.cert} and key {self.key}")
 
     def _stat(self) -> Signature:
         stats = (os.stat(self.cert), os.stat(self.key))
@@ -133,6 +137,7 @@ class WebhookServer:
         return int(runner.addresses[0][1])  # the bound port, when port 0 was asked for
 
     async def start(self) -> None:
+        self.certs.load()
         try:
             self.webhook_port = await self._site(
                 self.webhook_app(), self.settings.webhook_bind_address, self.certs.context)

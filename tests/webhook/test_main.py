@@ -129,3 +129,15 @@ def test_readme_settings_table_is_current() -> None:
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     assert module.table(WebhookSettings) in (ROOT / "README.md").read_text()
+
+
+def test_installed_program_without_certificate_exits_1(tmp_path: Path) -> None:
+    program = shutil.which("peerpods-webhook", path=str(Path(sys.executable).parent))
+    assert program is not None
+    result = subprocess.run(
+        [program, "-cert-dir", str(tmp_path), "-webhook-bind-address", "127.0.0.1:0",
+         "-health-probe-bind-address", "127.0.0.1:0"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 1
+    assert "cannot load the serving certificate" in result.stderr

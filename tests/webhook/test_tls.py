@@ -105,10 +105,13 @@ async def test_broken_certificate_files_keep_the_current_certificate(pki: Webhoo
         assert await served_serial(running.server.webhook_port, pki) == serial(other.cert_pem)
 
 
-def test_missing_certificate_is_a_startup_error(pki: WebhookPki) -> None:
+async def test_missing_certificate_is_a_startup_error(pki: WebhookPki) -> None:
     (pki.cert_dir / "tls.key").unlink()
+    server = WebhookServer(make_settings(pki), parse_profile())
     with pytest.raises(TLSProfileError, match="cannot load the serving certificate"):
-        CertReloader(pki.cert_dir / "tls.crt", pki.cert_dir / "tls.key", parse_profile())
+        await server.start()
+    with pytest.raises(TLSProfileError, match="cannot load the serving certificate"):
+        CertReloader(pki.cert_dir / "tls.crt", pki.cert_dir / "tls.key", parse_profile()).load()
 
 
 async def test_probes(pki: WebhookPki) -> None:
