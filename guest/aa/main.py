@@ -21,7 +21,7 @@ from guest.aa.agent import AttestationAgent
 from guest.aa.service import AttestationAgentService
 from guest.addr import AA_SOCKET, unix_path
 from guest.attesters.base import InitDataResult
-from guest.attesters.detect import AUTO, CHOICES, make_attester
+from guest.attesters.detect import AUTO, CHOICES, make_attester, platform_from_env
 from guest.daemon import configure_logging, serve_unix
 from guest.errors import GuestError
 from protocols import initdata
@@ -77,7 +77,9 @@ async def run(args: argparse.Namespace) -> None:
     configure_logging(config.log_level)
     socket_path = unix_path(args.attestation_sock)
     toml_text, digest = initdata_input(args)
-    agent = AttestationAgent(config, make_attester(args.tee), initdata_toml=toml_text)
+    agent = AttestationAgent(
+        config, make_attester(args.tee, platform_from_env(os.environ)), initdata_toml=toml_text
+    )
     if digest is not None:
         result = await agent.bind_init_data(digest)
         if result is InitDataResult.OK:
