@@ -10,6 +10,7 @@ import base64
 import datetime
 import hashlib
 import json
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from forwarder.userdata.safefs import SafeDir
+from forwarder.userdata.tpm import extend_pcr8
 from guest.attesters import az_vtpm, hcl
 from guest.attesters.az_vtpm import VtpmSettings
 from guest.attesters.base import InitDataResult
@@ -285,3 +288,26 @@ async def test_runtime_measurement_registers(swtpm: SoftTpm) -> None:
         await _attester("az-tdx-vtpm", swtpm).get_runtime_measurement(23)
     tpm = _attester("tpm", swtpm)
     assert await tpm.get_runtime_measurement(23) == swtpm.pcr(23)
+
+
+@pytest.mark.skipif(shutil.which("tpm2_pcrextend") is None, reason="tpm2-tools not installed")
+async def test_process_user_data_then_attestation_agent_extend_pcr8_once(
+    swtpm: SoftTpm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod VM image: process-user-data (PUD_EXTEND_PCR8) extends PCR 8 with
+    tpm2_pcrextend; an attestation-agent binding the same digest later leaves it alone."""
+    toml = b'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n'
+    digest = hashlib.sha256(toml).digest()
+    monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
+    device = tmp_path / "tpmrm0"
+    device.touch()
+    with SafeDir.open(tmp_path / "peerpod") as root:
+        extended = await extend_pcr8(
+            root, digest.hex(), enabled=True, device=device, command="tpm2_pcrextend"
+        )
+    assert extended
+    expected = hashlib.sha256(bytes(32) + digest).digest()
+    assert swtpm.pcr(8) == expected
+    for tee in ("az-snp-vtpm", "tpm"):
+        assert await _attester(tee, swtpm).bind_init_data(digest) is InitDataResult.OK
+    assert swtpm.pcr(8) == expected
