@@ -33,8 +33,8 @@ from typing import Any
 import aiohttp
 
 from guest.attesters import hcl
-from guest.attesters.base import InitDataResult
-from guest.attesters.tpmdev import SHA256_SIZE, Tpm, expected_extend
+from guest.attesters.pcr import PcrRegisters
+from guest.attesters.tpmdev import Tpm
 from guest.errors import AttesterError
 from guest.kbs.http import parse_json, read_limited
 
@@ -47,7 +47,6 @@ HCL_REPORT_NV_INDEX = 0x01400001
 REPORT_DATA_NV_INDEX = 0x01400002
 VTPM_AK_HANDLE = 0x81000003
 QUOTE_DATA_MAX = 64  # sizeof(TPMU_HA): TPM2B_DATA's limit
-INIT_DATA_PCR = 8
 IMDS_URL = "http://169.254.169.254"
 VCEK_PATH = "/metadata/THIM/amd/certification"
 TDQUOTE_PATH = "/acc/tdquote"
@@ -76,7 +75,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode()
 
 
-class _AzVtpm:
+class _AzVtpm(PcrRegisters):
     """What both Azure vTPM attesters share: the HCL report, the quote, PCR 8."""
 
     tee: str
@@ -112,44 +111,6 @@ class _AzVtpm:
         except aiohttp.ClientError as exc:
             raise AttesterError(f"Azure IMDS {path}: {exc}") from exc
         return status, parse_json(body, f"Azure IMDS {path}") if status < 300 else body
-
-    def supports_runtime_measurement(self) -> bool:
-        return True
-
-    def ccel_hash_algorithm(self) -> str:
-        return "sha256"
-
-    def pcr_to_ccmr(self, pcr: int) -> int:
-        return pcr
-
-    async def extend_runtime_measurement(self, event_digest: bytes, pcr: int) -> None:
-        await asyncio.to_thread(self.tpm.extend_pcr, pcr, event_digest)
-
-    async def get_runtime_measurement(self, pcr: int) -> bytes:
-        if not 0 <= pcr < 24:
-            raise AttesterError(f"Invalid PCR index: {pcr}")
-        return (await asyncio.to_thread(self.tpm.read_pcrs_sha256))[pcr]
-
-    async def bind_init_data(self, digest: bytes) -> InitDataResult:
-        await bind_pcr8(self.tpm, digest)
-        return InitDataResult.OK
-
-
-async def bind_pcr8(tpm: Tpm, digest: bytes) -> None:
-    """Extend PCR 8 (SHA-256 bank) with the 32-byte initdata digest, as upstream does.
-
-    Unlike upstream, a PCR 8 that already holds exactly ``sha256(0^32 || digest)`` (one extend
-    of this digest from reset, e.g. by process-user-data's ``PUD_EXTEND_PCR8`` or the image's
-    ``tpm2_pcrextend`` unit) is left alone: a second extend would make it match no initdata.
-    """
-    if len(digest) != SHA256_SIZE:
-        raise AttesterError("expected sha256 digest")
-    current = (await asyncio.to_thread(tpm.read_pcrs_sha256))[INIT_DATA_PCR]
-    if current == expected_extend(bytes(SHA256_SIZE), digest):
-        log.info("PCR %d already holds this initdata digest; not extending again", INIT_DATA_PCR)
-        return
-    log.info("Extending PCR %d with %s", INIT_DATA_PCR, digest.hex())
-    await asyncio.to_thread(tpm.extend_pcr, INIT_DATA_PCR, digest)
 
 
 class AzSnpVtpmAttester(_AzVtpm):

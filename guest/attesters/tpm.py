@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guest.attesters.az_vtpm import bind_pcr8
 from guest.attesters.base import InitDataResult, pad
+from guest.attesters.pcr import PcrRegisters
 from guest.attesters.tpmdev import SHA256_SIZE, Tpm
 from guest.errors import AttesterError
 
@@ -78,7 +78,7 @@ def _device(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
-class TpmAttester:
+class TpmAttester(PcrRegisters):
     tee = TPM
 
     def __init__(self, settings: TpmSettings) -> None:
@@ -104,30 +104,14 @@ class TpmAttester:
             "ak_public": base64.b64encode(ak_public).decode(),
         }
 
-    def supports_runtime_measurement(self) -> bool:
-        return True
-
-    def ccel_hash_algorithm(self) -> str:
-        return "sha256"
-
-    def pcr_to_ccmr(self, pcr: int) -> int:
-        return pcr
-
     async def extend_runtime_measurement(self, event_digest: bytes, pcr: int) -> None:
         if len(event_digest) != SHA256_SIZE:
             raise AttesterError("Failed to extend PCR: Event digest length is not 32 bytes")
-        await asyncio.to_thread(self.tpm.extend_pcr, pcr, event_digest)
-
-    async def get_runtime_measurement(self, pcr: int) -> bytes:
-        pcrs = await asyncio.to_thread(self.tpm.read_pcrs_sha256)
-        if not 0 <= pcr < len(pcrs):
-            raise AttesterError("Register index out of bounds")
-        return pcrs[pcr]
+        await super().extend_runtime_measurement(event_digest, pcr)
 
     async def bind_init_data(self, digest: bytes) -> InitDataResult:
         if len(digest) != SHA256_SIZE:
             raise AttesterError(
                 "Failed to extend PCR for init data: Event digest length is not 32 bytes"
             )
-        await bind_pcr8(self.tpm, digest)
-        return InitDataResult.OK
+        return await super().bind_init_data(digest)
