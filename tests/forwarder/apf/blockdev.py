@@ -5,15 +5,25 @@ cleaned up (mounts, LUKS mappers, loop devices) whatever happened."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from forwarder.apf.disks import DiskLayout
+from forwarder.apf.blockmount import CdhEndpoint
+from forwarder.apf.cloudmounts import CloudVolumeMounts
+from forwarder.apf.disks import DetectPolicy, DiskLayout
+from forwarder.apf.interceptor import CLOUD_VOLUMES_KEY, Interceptor
+from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import mount_points
+from protocols.kata import agent_pb2, oci_pb2
+from protocols.ttrpc import Client, Server
+from tests.forwarder.apf.helpers import FakeAgent
 
 CRYPTSETUP = shutil.which("cryptsetup") or "/usr/sbin/cryptsetup"
 # cryptsetup's default PBKDF (argon2id, up to 1 GiB) is for production; tests use a cheap one
@@ -119,3 +129,68 @@ def write(path: str, data: bytes) -> None:
 def read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+# a pod VM's forwarder in front of a fake kata-agent ----------------------------------
+
+AGENT = "grpc.AgentService"
+_ids = itertools.count(1)
+
+
+@contextlib.asynccontextmanager
+async def pod_vm(vm: Disks, agent: FakeAgent, cdh_socket: str = "") -> AsyncIterator[Client]:
+    """One pod's forwarder: a fresh interceptor (and so a fresh set of volumes)."""
+    relay = AgentRelay(agent.path, dial_timeout=5)
+    volumes = CloudVolumeMounts(
+        base=vm.base, layout=vm.layout, detect=DetectPolicy(2, 0.01),
+        cdh=CdhEndpoint(cdh_socket or str(vm.root / "no-cdh.sock"), dial_attempts=2,
+                        dial_delay=0.01))
+    interceptor = Interceptor(relay, pod_netns="/run/netns/podns", pod="default/db",
+                              is_mounted=lambda path: True, cloud_volumes=volumes)
+    server = Server()
+    interceptor.register(server)
+    path = str(vm.root / f"fwd{next(_ids)}.sock")
+    await server.start_unix(path)
+    try:
+        async with await Client.connect_unix(path) as client:
+            yield client
+    finally:
+        await server.shutdown(grace=0)
+        await relay.aclose()
+
+
+def volume(lun: int, mount_point: str, **extra: str) -> dict[str, str]:
+    return {"mount_point": mount_point, "fs_type": "ext4", "lun": str(lun),
+            "disk_id": f"pvc-{lun}", **extra}
+
+
+def request(volumes: dict[str, Any] | str, *destinations: str
+            ) -> agent_pb2.CreateContainerRequest:
+    text = volumes if isinstance(volumes, str) else json.dumps(volumes, separators=(",", ":"))
+    spec = oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: text})
+    for destination in destinations:
+        spec.Mounts.add(destination=destination, type="bind", options=["rbind"],
+                        source=f"/run/kata-containers/shared/containers/csi{destination}")
+    cid = f"c{next(_ids)}"
+    return agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
+
+
+async def create(client: Client, req: agent_pb2.CreateContainerRequest) -> None:
+    await client.call_raw(AGENT, "CreateContainer", req.SerializeToString(), timeout=120)
+
+
+async def destroy(client: Client) -> None:
+    await client.call_raw(AGENT, "DestroySandbox",
+                          agent_pb2.DestroySandboxRequest().SerializeToString(), timeout=60)
+
+
+def sent_mounts(agent: FakeAgent) -> dict[str, tuple[str, str]]:
+    payload = agent.calls("CreateContainer")[-1].payload
+    spec = agent_pb2.CreateContainerRequest.FromString(payload).OCI
+    return {m.destination: (m.source, m.type) for m in spec.Mounts}
+
+
+def mounted_from(path: str) -> tuple[str, str]:
+    result = sh("findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", path)
+    source, fstype = result.stdout.decode().split()
+    return source, fstype

@@ -4,33 +4,31 @@ encrypted volumes through our data hub with the key from the loopback KBS."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from forwarder.apf.blockmount import CdhEndpoint
-from forwarder.apf.cloudmounts import CloudVolumeMounts
-from forwarder.apf.disks import DetectPolicy
-from forwarder.apf.interceptor import CLOUD_VOLUMES_KEY, Interceptor
-from forwarder.apf.relay import AgentRelay
-from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import Client, Code, Server, TTRPCError
+from protocols.ttrpc import Code, TTRPCError
 from tests.forwarder.apf.blockdev import (
     XFS_MIN_BYTES,
     Disks,
     blkid_value,
+    create,
+    destroy,
     disks,
     luks_format,
+    mounted_from,
+    pod_vm,
     read,
+    request,
+    sent_mounts,
     sh,
     tools_missing,
+    volume,
     write,
 )
 from tests.forwarder.apf.helpers import FakeAgent
@@ -40,75 +38,12 @@ pytestmark = [
     pytest.mark.skipif(bool(tools_missing()), reason=f"missing {tools_missing()}"),
 ]
 
-AGENT = "grpc.AgentService"
-_ids = itertools.count(1)
-
-
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[Disks]:
     root = tmp_path / "vm"
     root.mkdir()
     with disks(root) as made:
         yield made
-
-
-@contextlib.asynccontextmanager
-async def pod_vm(vm: Disks, agent: FakeAgent, cdh_socket: str = "") -> AsyncIterator[Client]:
-    """One pod's forwarder: a fresh interceptor (and so a fresh set of volumes)."""
-    relay = AgentRelay(agent.path, dial_timeout=5)
-    volumes = CloudVolumeMounts(
-        base=vm.base, layout=vm.layout, detect=DetectPolicy(2, 0.01),
-        cdh=CdhEndpoint(cdh_socket or str(vm.root / "no-cdh.sock"), dial_attempts=2,
-                        dial_delay=0.01))
-    interceptor = Interceptor(relay, pod_netns="/run/netns/podns", pod="default/db",
-                              is_mounted=lambda path: True, cloud_volumes=volumes)
-    server = Server()
-    interceptor.register(server)
-    path = str(vm.root / f"fwd{next(_ids)}.sock")
-    await server.start_unix(path)
-    try:
-        async with await Client.connect_unix(path) as client:
-            yield client
-    finally:
-        await server.shutdown(grace=0)
-        await relay.aclose()
-
-
-def volume(lun: int, mount_point: str, **extra: str) -> dict[str, str]:
-    return {"mount_point": mount_point, "fs_type": "ext4", "lun": str(lun),
-            "disk_id": f"pvc-{lun}", **extra}
-
-
-def request(volumes: dict[str, Any] | str, *destinations: str
-            ) -> agent_pb2.CreateContainerRequest:
-    text = volumes if isinstance(volumes, str) else json.dumps(volumes, separators=(",", ":"))
-    spec = oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: text})
-    for destination in destinations:
-        spec.Mounts.add(destination=destination, type="bind", options=["rbind"],
-                        source=f"/run/kata-containers/shared/containers/csi{destination}")
-    cid = f"c{next(_ids)}"
-    return agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid, OCI=spec)
-
-
-async def create(client: Client, req: agent_pb2.CreateContainerRequest) -> None:
-    await client.call_raw(AGENT, "CreateContainer", req.SerializeToString(), timeout=120)
-
-
-async def destroy(client: Client) -> None:
-    await client.call_raw(AGENT, "DestroySandbox",
-                          agent_pb2.DestroySandboxRequest().SerializeToString(), timeout=60)
-
-
-def sent_mounts(agent: FakeAgent) -> dict[str, tuple[str, str]]:
-    payload = agent.calls("CreateContainer")[-1].payload
-    spec = agent_pb2.CreateContainerRequest.FromString(payload).OCI
-    return {m.destination: (m.source, m.type) for m in spec.Mounts}
-
-
-def mounted_from(path: str) -> tuple[str, str]:
-    result = sh("findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", path)
-    source, fstype = result.stdout.decode().split()
-    return source, fstype
 
 
 async def test_empty_disks_get_ext4_and_xfs_and_bind_mounts(vm: Disks, agent: FakeAgent) -> None:
