@@ -67,6 +67,10 @@ class CloudVolumeMounts:
         self._lock = asyncio.Lock()
 
     @property
+    def detect(self) -> DetectPolicy:
+        return self._detect
+
+    @property
     def mounted(self) -> tuple[MountedVolume, ...]:
         return tuple(self._mounted)
 

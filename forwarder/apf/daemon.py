@@ -50,6 +50,12 @@ async def setup_pod_network(network: PodNetwork, options: Options) -> PodNetwork
     return handle
 
 
+def cloud_volume_mounts(options: Options) -> CloudVolumeMounts:
+    """The pod VM's cloud volumes, with the disk detection settings of ``options``."""
+    return CloudVolumeMounts(
+        detect=DetectPolicy(options.disk_detect_attempts, options.disk_detect_delay))
+
+
 def load_config(path: str) -> ApfConfig:
     """Read and parse ``apf.json``; a missing or malformed file is a :class:`StartupError`."""
     try:
@@ -105,8 +111,7 @@ class Forwarder:
         self._relay = AgentRelay(options.kata_agent_socket, dial_timeout=dial_timeout)
         self._interceptor = Interceptor(
             self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted,
-            cloud_volumes=cloud_volumes or CloudVolumeMounts(detect=DetectPolicy(
-                options.disk_detect_attempts, options.disk_detect_delay)),
+            cloud_volumes=cloud_volumes or cloud_volume_mounts(options),
         )
         self._limits = limits or AdmissionLimits()
         self._server: Server | None = None

@@ -69,8 +69,9 @@ class Disks:
     def base(self) -> str:
         return str(self.root / "cloud-volumes")
 
-    def add(self, lun: int, size: int = 64 * 1024 * 1024) -> str:
-        """A new empty disk at ``lun``; returns its loop device."""
+    def add(self, lun: int, size: int = 64 * 1024 * 1024, link: str = "") -> str:
+        """A new empty disk at ``lun``, linked as ``dev/<link>`` (default: the virtio name
+        ``vd<b+lun>``); returns its loop device."""
         image = self.root / f"disk{lun}.img"
         with open(image, "wb") as handle:
             handle.truncate(size)
@@ -78,7 +79,9 @@ class Disks:
         assert result.returncode == 0, result.stderr
         loop = result.stdout.decode().strip()
         self.loops.append(loop)
-        (self.root / "dev" / f"vd{chr(ord('b') + lun)}").symlink_to(loop)
+        path = self.root / "dev" / (link or f"vd{chr(ord('b') + lun)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(loop)
         return loop
 
     def mounted_below_base(self) -> list[str]:

@@ -152,3 +152,24 @@ async def test_bad_input_leaves_nothing_behind_and_the_next_call_works(
         assert sent_mounts(agent)["/data"] == (f"{vm.base}/vol-0", "bind")
         await destroy(client)
         assert vm.mounted_below_base() == []
+
+
+@pytest.mark.parametrize(("links", "disk_ids"), [
+    # AWS: EBS by-id links, listed in another order than the LUNs; matched by volume id
+    (("disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0ffff",
+      "disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0aaaa"), ("vol-0ffff", "vol-0aaaa")),
+    # Azure: data disks by LUN
+    (("disk/azure/data/by-lun/0", "disk/azure/data/by-lun/1"), ("", "")),
+], ids=["aws", "azure"])
+async def test_each_volume_lands_on_its_own_disk(
+    vm: Disks, agent: FakeAgent, links: tuple[str, str], disk_ids: tuple[str, str]
+) -> None:
+    first, second = vm.add(0, link=links[0]), vm.add(1, link=links[1])
+    volumes = {"vol-0": volume(0, "/a", disk_id=disk_ids[0]),
+               "vol-1": volume(1, "/b", disk_id=disk_ids[1])}
+    async with pod_vm(vm, agent) as client:
+        await create(client, request(volumes, "/a", "/b"))
+        assert mounted_from(f"{vm.base}/vol-0") == (first, "ext4")
+        assert mounted_from(f"{vm.base}/vol-1") == (second, "ext4")
+        await destroy(client)
+        assert vm.mounted_below_base() == []

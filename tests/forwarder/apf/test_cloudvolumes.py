@@ -11,6 +11,7 @@ import pytest
 
 from forwarder.apf.blockmount import secure_mount_options
 from forwarder.apf.cloudvolumes import CloudVolume, CloudVolumeSpecError, parse_cloud_volumes
+from forwarder.apf.daemon import cloud_volume_mounts
 from forwarder.apf.disks import (
     AZURE_CHASSIS_ASSET_TAG,
     DetectPolicy,
@@ -191,6 +192,7 @@ def test_detection_settings_from_the_environment(caplog: pytest.LogCaptureFixtur
     options = parse_options([], {"CAA_DISK_DETECT_MAX_ATTEMPTS": "4",
                                  "CAA_DISK_DETECT_RETRY_DELAY": "250ms"})[0]
     assert (options.disk_detect_attempts, options.disk_detect_delay) == (4, 0.25)
+    assert cloud_volume_mounts(options).detect == DetectPolicy(4, 0.25)
     defaults = parse_options([])[0]
     assert (defaults.disk_detect_attempts, defaults.disk_detect_delay) == (15, 2.0)
     for attempts, delay in (("0", "-1s"), ("many", "2"), ("", "")):
