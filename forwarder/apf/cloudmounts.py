@@ -29,7 +29,13 @@ from forwarder.apf.cloudvolumes import (
     CloudVolumeError,
     parse_cloud_volumes,
 )
-from forwarder.apf.disks import DetectPolicy, DiskLayout, find_data_disk, require_block_device
+from forwarder.apf.disks import (
+    DetectPolicy,
+    DiskLayout,
+    DiskNotFound,
+    find_data_disk,
+    require_block_device,
+)
 from forwarder.apf.volumes import mount_points
 from protocols.kata import oci_pb2
 
@@ -118,8 +124,11 @@ class CloudVolumeMounts:
         self, volume: CloudVolume, fresh: list[MountedVolume], *, label: str
     ) -> MountedVolume:
         name = volume.name
-        device = await find_data_disk(self._layout, self._detect, volume.lun, volume.disk_id,
-                                      label=label)
+        try:
+            device = await find_data_disk(self._layout, self._detect, volume.lun,
+                                          volume.disk_id, label=label)
+        except DiskNotFound as exc:
+            raise DiskNotFound(f"cloud volume {name}: {exc}") from None
         log.info("%s: cloud volume %s: LUN %d -> device %s", label, name, volume.lun, device)
         path = os.path.join(self._base, name)
         try:

@@ -128,7 +128,7 @@ async def test_blkid_decides_and_a_used_device_is_never_formatted(
 
 @pytest.mark.parametrize(("annotation", "code", "message"), [
     ({"vol-0": volume(0, "/data"), "vol-1": volume(1, "/logs")}, Code.NOT_FOUND,
-     "no data disk found for LUN 1 (provider=libvirt) after 2 attempts"),
+     "cloud volume vol-1: no data disk found for LUN 1 (provider=libvirt) after 2 attempts"),
     ({"vol-0": volume(0, "/data", fs_type="zfs")}, Code.INVALID_ARGUMENT,
      'cloud volume vol-0 requests unsupported filesystem type "zfs" (allowed: ext4, ext3, '
      'xfs)'),
