@@ -1,0 +1,639 @@
+"""A frame-level ttrpc relay: whole frames pass from one connection to the next unchanged.
+
+Each downstream connection gets its own upstream connection, so stream ids, service,
+method, payload, deadline and metadata reach the next hop byte for byte, and responses come
+back byte for byte. Only the Request envelope is scanned (service and method, see
+:func:`~protocols.ttrpc.messages.scan_request`); a method with a *hook* has its payload
+handed to the hook, which returns the payload to send on.
+
+What the relay answers itself, as :class:`~protocols.ttrpc.server.Server` does: even,
+re-used or streaming stream ids, undecodable envelopes, unknown services, Data frames,
+oversized requests; a call whose deadline passes before its answer (DEADLINE_EXCEEDED);
+calls in flight when the upstream connection drops (UNAVAILABLE). The next request dials
+again.
+
+Backpressure: a side stops being read while the other side's write buffer is above its
+high-water mark, and the downstream side while ``max_calls`` calls are in flight.
+Frames that are ready in the same read go out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl as ssl_module
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import cast
+
+from protocols.ttrpc.framing import HEADER_LENGTH, MESSAGE_LENGTH_MAX, Flags, MessageType
+from protocols.ttrpc.messages import (
+    DecodeError,
+    Request,
+    Response,
+    Status,
+    decode_request,
+    encode_request,
+    encode_response,
+    scan_request,
+    scan_status,
+)
+from protocols.ttrpc.server import MAX_CALLS_IN_FLIGHT, CallContext
+from protocols.ttrpc.status import Code, OversizedMessage, TTRPCError
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">IIBB")
+_ID = struct.Struct(">II")
+_READ_SIZE = 256 * 1024
+WRITE_HIGH_WATER = 1 << 20  # bytes a transport may buffer before the other side pauses
+CUT_THROUGH = 64 * 1024  # larger responses are passed on while they arrive
+
+# A hook returns the payload to send on; a plain function runs in line (so requests stay
+# in order), a coroutine function as its own task.
+Hook = Callable[[CallContext, bytes], "Awaitable[bytes] | bytes"]
+Connector = Callable[["RelayConnection", "float | None"], Awaitable["Upstream"]]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPolicy:
+    """What one hop relays and where it looks in.
+
+    ``connect(down, deadline)`` opens the upstream connection for ``down`` (an
+    :class:`Upstream`, retrying as the hop sees fit until ``deadline``, event-loop time or
+    ``None``) and raises :class:`TTRPCError` when it gives up. ``hooks`` maps a method
+    name to a function that gets the request payload and returns the payload to send on.
+    ``observe(method)`` runs for the methods in ``observed`` (for logging), ``on_error(method,
+    code, message)`` for an error answer to a hooked call. ``lost`` is the UNAVAILABLE text
+    for calls in flight when the upstream connection drops (``on_lost(calls, reason)`` hears
+    of it). ``account(kind, nbytes, code)`` counts request bytes (``"to_agent"``), answers
+    from upstream (``"from_agent"``) and answers the relay gave itself to calls it started
+    (``"local"``; code -1 for a lost connection).
+    """
+
+    services: frozenset[str]
+    connect: Connector
+    lost: str
+    hooks: Mapping[str, Hook] = field(default_factory=dict)
+    observed: frozenset[str] = frozenset()
+    observe: Callable[[str], None] | None = None
+    on_error: Callable[[str, int, str], None] | None = None
+    on_lost: Callable[[int, str], None] | None = None
+    account: Callable[[str, int, int], None] | None = None
+    max_calls: int = MAX_CALLS_IN_FLIGHT
+    max_message: int = MESSAGE_LENGTH_MAX
+
+
+class _Call:
+    __slots__ = ("method", "task", "timer", "watched")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.watched = False
+
+
+def _shift_ids(frames: bytes | memoryview, delta: int) -> bytes:
+    """``frames`` (starting at a header) with ``delta`` added to every stream id."""
+    out = bytearray(frames)
+    pos, end = 0, len(out)
+    while end - pos >= HEADER_LENGTH:
+        length, stream_id = _ID.unpack_from(out, pos)
+        _ID.pack_into(out, pos, length, stream_id + delta)
+        pos += HEADER_LENGTH + length
+    return bytes(out)
+
+
+class _Reader(asyncio.BufferedProtocol):
+    """Splits what is read into frames; a subclass decides per frame (``_frames``)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._partial = bytearray()
+        self._paused_by = 0  # bit mask of reasons reading is paused
+        self._write_blocked = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._partial:
+            self._partial += self._view[:nbytes]
+            data = memoryview(self._partial)
+            used = self._frames(data)
+            data.release()
+            del self._partial[:used]
+        else:
+            data = self._view[:nbytes]
+            used = self._frames(data)
+            if used < nbytes:
+                self._partial += data[used:]
+
+    def _frames(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    def pause(self, reason: int) -> None:
+        if not self._paused_by and self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+        self._paused_by |= reason
+
+    def resume(self, reason: int) -> None:
+        was = self._paused_by
+        self._paused_by &= ~reason
+        if was and not self._paused_by and self.transport is not None and not self.lost:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+_PEER_WRITES = 1
+_TOO_MANY_CALLS = 2
+
+
+class Upstream(_Reader):
+    """The connection to the next hop: responses go back to ``down`` unchanged.
+
+    Made with ``down=None`` it is a spare (dialled ahead, e.g. to tell the peer is up);
+    :meth:`attach` hands it to a downstream connection."""
+
+    def __init__(self, down: RelayConnection | None = None) -> None:
+        super().__init__()
+        self.down = down
+        self.through = 0  # body bytes of a response still being passed on as they come
+        self._skip = 0  # body bytes of a frame being thrown away
+        self.top_id = 0  # the highest stream id sent on this connection so far
+
+    def attach(self, down: RelayConnection | None) -> None:
+        self.down = down
+
+    @property
+    def is_open(self) -> bool:
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def _frames(self, data: memoryview) -> int:
+        down = self.down
+        end = len(data)
+        if down is None:
+            return end  # a spare has no calls: nothing to answer
+        pos = run = 0
+        if self.through:
+            pos = run = min(end, self.through)
+            self.through -= pos
+            down.write(bytes(data[:pos]))
+            if not self.through:
+                down.frame_done()
+        elif self._skip:
+            pos = run = min(end, self._skip)
+            self._skip -= pos
+        calls = down.calls
+        limit = down.policy.max_message
+        while end - pos >= HEADER_LENGTH:
+            length, stream_id, type_, _flags = _HEADER.unpack_from(data, pos)
+            stop = pos + HEADER_LENGTH + length
+            if stop > end and length <= CUT_THROUGH:
+                break  # wait for the whole frame
+            stream_id -= down.offset
+            call = calls.pop(stream_id, None) if type_ == MessageType.RESPONSE else None
+            if call is None or length > limit:
+                if run < pos:
+                    down.pass_back(data[run:pos])
+                if call is not None:  # an oversized answer, as the ttrpc client reports it
+                    down.finish(call)
+                    error = OversizedMessage(length, limit)
+                    down.send_status(stream_id, error.code, error.message)
+                pos = run = min(stop, end)
+                self._skip = stop - pos
+                continue
+            down.finish(call)
+            if call.watched or down.policy.account is not None:
+                down.answered(call, data[pos + HEADER_LENGTH : min(stop, end)], length)
+            if stop > end:  # a large answer: pass on what is here, the rest as it comes
+                down.pass_back(data[run:end])
+                down.frame_started()
+                self.through = stop - end
+                return end
+            pos = stop
+        if run < pos:
+            down.pass_back(data[run:pos])
+        return pos
+
+    def pause_writing(self) -> None:
+        if self.down is not None:
+            self.down.pause(_PEER_WRITES)
+
+    def resume_writing(self) -> None:
+        if self.down is not None:
+            self.down.resume(_PEER_WRITES)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.down is not None:
+            self.down.upstream_lost(self, exc)
+
+
+class RelayConnection(_Reader):
+    """One downstream connection and the upstream connection it owns."""
+
+    def __init__(self, server: RelayServer) -> None:
+        super().__init__()
+        self.server = server
+        self.policy = server.policy
+        self.calls: dict[int, _Call] = {}
+        self.up: Upstream | None = None
+        self.connects = 0  # upstream connections made so far
+        # A connection another downstream connection used before goes on with higher stream
+        # ids (Go servers want them to increase): ids are shifted by ``offset`` on it.
+        self.offset = 0
+        self._top = 0  # the highest stream id this side sent
+        self._queue: list[bytes] = []  # requests waiting for the upstream connection
+        self._dialing: asyncio.Task[None] | None = None
+        self._deadline: float | None = None  # of the latest request, bounds a dial
+        self._held: list[bytes] = []  # own answers held while a large answer passes
+        self._mid_frame = False
+        self._skip = 0
+        self._hooked: tuple[int, _Call, Hook, bytes, float | None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # transport events ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (2, 10):  # AF_INET, AF_INET6
+            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+        if self.server.closing:
+            self.close()
+            return
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        idle = not self.calls
+        for call in self.calls.values():
+            self._release(call)
+        self.calls.clear()
+        self._queue.clear()
+        if self._dialing is not None:
+            self._dialing.cancel()
+        up, self.up = self.up, None
+        if up is None:
+            return
+        up.top_id = max(up.top_id, self.offset + self._top)
+        if self.server.on_idle is None or not idle or up.through or not up.is_open:
+            up.close()
+        else:
+            up.attach(None)
+            up.resume(_PEER_WRITES)
+            self.server.on_idle(up)
+
+    def pause_writing(self) -> None:
+        self._write_blocked = True
+        if self.up is not None:
+            self.up.pause(_PEER_WRITES)
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        if self.up is not None:
+            self.up.resume(_PEER_WRITES)
+
+    # requests -----------------------------------------------------------------------------
+    def _frames(self, data: memoryview) -> int:
+        end = len(data)
+        pos = run = 0
+        if self._skip:
+            pos = run = min(end, self._skip)
+            self._skip -= pos
+        limit = self.policy.max_message
+        while end - pos >= HEADER_LENGTH:
+            length, stream_id, type_, flags = _HEADER.unpack_from(data, pos)
+            stop = pos + HEADER_LENGTH + length
+            if length > limit:
+                if type_ == MessageType.REQUEST:
+                    error = OversizedMessage(length, limit)
+                    self.send_status(stream_id, error.code, error.message)
+                self._flush(data, run, pos)
+                pos = run = min(stop, end)
+                self._skip = stop - pos
+                continue
+            if stop > end:
+                break
+            if type_ == MessageType.REQUEST and not flags and stream_id & 1 and (
+                    stream_id not in self.calls):
+                if self._request(data, pos, stop, stream_id):
+                    pos = stop  # plain: joins the frames passed on in one write
+                    continue
+                self._flush(data, run, pos)  # the frames before it go first
+                self._run_hook()
+            else:
+                self._flush(data, run, pos)
+                self._refuse(stream_id, type_, flags, data, pos, stop)
+            pos = run = stop
+        self._flush(data, run, pos)
+        return pos
+
+    def _flush(self, data: memoryview, start: int, stop: int) -> None:
+        if start < stop:
+            self.send_up(bytes(data[start:stop]))
+
+    def _request(self, data: memoryview, pos: int, stop: int, stream_id: int) -> bool:
+        """Start a call; True when its frame is passed on as it is."""
+        policy = self.policy
+        try:
+            service, method, timeout_nano = scan_request(data[pos + HEADER_LENGTH : stop])
+        except DecodeError as exc:
+            self.send_status(stream_id, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}")
+            return False
+        if service not in policy.services:
+            self.send_status(stream_id, Code.UNIMPLEMENTED, f"service {service}")
+            return False
+        call = _Call(method)
+        self.calls[stream_id] = call
+        if stream_id > self._top:
+            self._top = stream_id
+        deadline = None
+        if timeout_nano > 0:
+            deadline = self._loop.time() + timeout_nano / 1e9
+            call.timer = self._loop.call_at(deadline, self._expire, stream_id, call)
+        self._deadline = deadline
+        if len(self.calls) >= policy.max_calls:
+            self.pause(_TOO_MANY_CALLS)
+        if policy.account is not None:
+            policy.account("to_agent", stop - pos - HEADER_LENGTH, 0)
+        if method in policy.observed and policy.observe is not None:
+            policy.observe(method)
+        hook = policy.hooks.get(method)
+        if hook is None:
+            return True
+        call.watched = True
+        self._hooked = (stream_id, call, hook, bytes(data[pos:stop]), deadline)
+        return False
+
+    def _run_hook(self) -> None:
+        job, self._hooked = self._hooked, None
+        if job is not None:
+            self._hook(*job)
+
+    def _refuse(self, stream_id: int, type_: int, flags: int, data: memoryview, pos: int,
+                stop: int) -> None:
+        """What the ttrpc server answers to a frame that does not start a plain call."""
+        if type_ == MessageType.REQUEST:
+            if not stream_id & 1:
+                message = "StreamID must be odd for client initiated streams"
+                self.send_status(stream_id, Code.INVALID_ARGUMENT, message)
+            elif stream_id in self.calls:
+                self.send_status(stream_id, Code.INVALID_ARGUMENT, "StreamID cannot be re-used")
+            elif flags & Flags.REMOTE_OPEN:
+                message = "streaming requests are not supported"
+                self.send_status(stream_id, Code.UNIMPLEMENTED, message)
+            else:  # other flags: a unary call all the same, passed on with flags 0
+                header = _HEADER.pack(stop - pos - HEADER_LENGTH, stream_id, type_, 0)
+                frame = header + bytes(data[pos + HEADER_LENGTH : stop])
+                if self._request(memoryview(frame), 0, len(frame), stream_id):
+                    self.send_up(frame)
+                self._run_hook()
+        elif type_ == MessageType.DATA:
+            self.send_status(stream_id, Code.INVALID_ARGUMENT, "StreamID is no longer active")
+        # Responses and unknown types are ignored, as the Go server does.
+
+    # hooks --------------------------------------------------------------------------------
+    def _hook(self, stream_id: int, call: _Call, hook: Hook, frame: bytes,
+              deadline: float | None) -> None:
+        try:
+            request = decode_request(frame[HEADER_LENGTH:])
+            ctx = CallContext(request.service, request.method, request.metadata, deadline,
+                              request.timeout_nano)
+            result = hook(ctx, request.payload)
+        except TTRPCError as exc:
+            self.fail(stream_id, call, exc.code, exc.message, exc.details)
+            return
+        if isinstance(result, bytes):
+            self._send_hooked(request, ctx, result, frame, stream_id, call)
+            return
+        call.task = self._loop.create_task(
+            self._await_hook(stream_id, call, request, ctx, result, frame))
+
+    async def _await_hook(self, stream_id: int, call: _Call, request: Request,
+                          ctx: CallContext, result: Awaitable[bytes], frame: bytes) -> None:
+        try:
+            payload = await result
+        except TTRPCError as exc:
+            self.fail(stream_id, call, exc.code, exc.message, exc.details)
+        except Exception as exc:
+            log.warning("ttrpc %s/%s: handler failed: %s", request.service, request.method,
+                        exc, exc_info=exc)
+            self.fail(stream_id, call, Code.UNKNOWN, str(exc) or type(exc).__name__)
+        else:
+            call.task = None
+            self._send_hooked(request, ctx, payload, frame, stream_id, call)
+
+    def _send_hooked(self, request: Request, ctx: CallContext, payload: bytes, frame: bytes,
+                     stream_id: int, call: _Call) -> None:
+        if self.calls.get(stream_id) is not call:
+            return  # answered meanwhile (deadline)
+        if payload != request.payload:
+            data = encode_request(Request(request.service, request.method, payload,
+                                          ctx.remaining_nano(), request.metadata))
+            if len(data) > self.policy.max_message:
+                error = OversizedMessage(len(data), self.policy.max_message)
+                self.fail(stream_id, call, error.code, error.message)
+                return
+            frame = _HEADER.pack(len(data), stream_id, MessageType.REQUEST, 0) + data
+        self.send_up(frame)
+
+    # answers ------------------------------------------------------------------------------
+    def _release(self, call: _Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+        task = call.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def finish(self, call: _Call) -> None:
+        """``call`` (already taken out of :attr:`calls`) is over."""
+        self._release(call)
+        drained = self.server.drained
+        if drained is not None and not self.server.active_calls:
+            drained.set()
+        if self._paused_by & _TOO_MANY_CALLS and len(self.calls) < self.policy.max_calls:
+            self.resume(_TOO_MANY_CALLS)
+
+    def fail(self, stream_id: int, call: _Call, code: int, message: str,
+             details: tuple[bytes, ...] = (), *, label: int | None = None) -> None:
+        if self.calls.get(stream_id) is not call:
+            return
+        del self.calls[stream_id]
+        self.finish(call)
+        if self.policy.account is not None:
+            self.policy.account("local", 0, code if label is None else label)
+        self.send_status(stream_id, code, message, details)
+
+    def _expire(self, stream_id: int, call: _Call) -> None:
+        call.timer = None
+        self.fail(stream_id, call, Code.DEADLINE_EXCEEDED, "context deadline exceeded")
+
+    def answered(self, call: _Call, head: memoryview, length: int) -> None:
+        policy = self.policy
+        code, message = scan_status(head)
+        if policy.account is not None:
+            policy.account("from_agent", length, code)
+        if code and call.watched and policy.on_error is not None:
+            policy.on_error(call.method, code, message)
+
+    def send_status(self, stream_id: int, code: int, message: str,
+                    details: tuple[bytes, ...] = ()) -> None:
+        data = encode_response(Response(Status(code, message, details)))
+        frame = _HEADER.pack(len(data), stream_id, MessageType.RESPONSE, 0) + data
+        if self._mid_frame:
+            self._held.append(frame)
+        else:
+            self.write(frame)
+
+    def pass_back(self, frames: memoryview) -> None:
+        """Frames from upstream, as they came (their stream ids shifted back if need be)."""
+        self.write(_shift_ids(frames, -self.offset) if self.offset else bytes(frames))
+
+    def frame_started(self) -> None:
+        self._mid_frame = True
+
+    def frame_done(self) -> None:
+        self._mid_frame = False
+        held, self._held = self._held, []
+        for frame in held:
+            self.write(frame)
+
+    # upstream -----------------------------------------------------------------------------
+    def send_up(self, frame: bytes) -> None:
+        up = self.up
+        if up is not None and up.is_open:
+            up.write(_shift_ids(frame, self.offset) if self.offset else frame)
+            return
+        self._queue.append(frame)
+        if self._dialing is None and not self.lost:
+            self._dialing = self._loop.create_task(self._dial(self._deadline))
+
+    async def _dial(self, deadline: float | None) -> None:
+        try:
+            up = await self.policy.connect(self, deadline)
+        except TTRPCError as exc:
+            self._dialing = None
+            self._queue.clear()
+            self._fail_waiting(exc.code, exc.message)
+            return
+        self._dialing = None
+        if self.lost:
+            up.close()
+            return
+        self.connects += 1
+        up.attach(self)
+        self.offset = up.top_id + 1 if up.top_id else 0
+        self._top = 0
+        self.up = up
+        if self._write_blocked:
+            up.pause(_PEER_WRITES)
+        queue, self._queue = self._queue, []
+        if queue:
+            self.send_up(b"".join(queue))
+
+    def _fail_waiting(self, code: int, message: str, label: int | None = None) -> int:
+        """Answer every call that is not in a hook (so waits on the upstream connection)."""
+        waiting = [(sid, call) for sid, call in self.calls.items() if call.task is None]
+        for stream_id, call in waiting:
+            self.fail(stream_id, call, code, message, label=label)
+        return len(waiting)
+
+    def upstream_lost(self, up: Upstream, exc: Exception | None) -> None:
+        if up is not self.up:
+            return
+        self.up = None
+        if self.lost:
+            return
+        if up.through:  # half an answer went out: the stream cannot be resynchronised
+            log.warning("ttrpc relay: upstream closed in the middle of an answer; closing the "
+                        "downstream connection too")
+            self.close()
+            return
+        count = self._fail_waiting(Code.UNAVAILABLE, self.policy.lost, -1)
+        if count and self.policy.on_lost is not None:
+            self.policy.on_lost(count, str(exc) if exc else "ttrpc: closed")
+
+    def cancel_all(self) -> None:
+        for stream_id, call in list(self.calls.items()):
+            self.fail(stream_id, call, Code.CANCELLED, "context canceled")
+
+
+class RelayServer:
+    """Listeners whose connections are relayed with one :class:`RelayPolicy`."""
+
+    def __init__(self, policy: RelayPolicy,
+                 on_idle: Callable[[Upstream], None] | None = None) -> None:
+        """``on_idle`` takes the upstream connection of a downstream connection that closed
+        with no call in flight (so it can serve the next one); without it, it is closed."""
+        self.policy = policy
+        self.on_idle = on_idle
+        self.connections: set[RelayConnection] = set()
+        self.closing = False
+        self.drained: asyncio.Event | None = None  # set when the last call ends, in shutdown
+        self._listeners: list[asyncio.AbstractServer] = []
+
+    def _new_connection(self) -> RelayConnection:
+        return RelayConnection(self)
+
+    async def start_unix(self, path: str, *, mode: int | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_unix_server(self._new_connection, path=path)
+        if mode is not None:
+            os.chmod(path, mode)
+        self._listeners.append(listener)
+
+    async def start_tcp(self, host: str, port: int, *,
+                        ssl: ssl_module.SSLContext | None = None) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(self._new_connection, host=host, port=port,
+                                            ssl=ssl, reuse_address=True)
+        self._listeners.append(listener)
+        address = listener.sockets[0].getsockname()
+        return address[0], address[1]
+
+    async def accept_socket(self, sock: socket.socket, *,
+                            ssl: ssl_module.SSLContext | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(self._new_connection, sock=sock, ssl=ssl)
+
+    @property
+    def active_calls(self) -> int:
+        return sum(len(conn.calls) for conn in self.connections)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop accepting, give calls in flight ``grace`` seconds, then cancel and close."""
+        self.closing = True
+        for listener in self._listeners:
+            listener.close()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()
+        if self.active_calls and grace > 0:
+            self.drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self.drained.wait()
+        for conn in list(self.connections):
+            conn.cancel_all()
+            conn.close()
