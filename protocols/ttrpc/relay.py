@@ -322,7 +322,7 @@ class RelayConnection(_Reader):
             pos = run = min(end, self._skip)
             self._skip -= pos
         limit = self.policy.max_message
-        while end - pos >= HEADER_LENGTH:
+        while end - pos >= HEADER_LENGTH and not self._paused_by & _TOO_MANY_CALLS:
             length, stream_id, type_, flags = _HEADER.unpack_from(data, pos)
             stop = pos + HEADER_LENGTH + length
             if length > limit:
@@ -573,6 +573,20 @@ class RelayConnection(_Reader):
         count = self._fail_waiting(Code.UNAVAILABLE, self.policy.lost, -1)
         if count and self.policy.on_lost is not None:
             self.policy.on_lost(count, str(exc) if exc else "ttrpc: closed")
+
+    def resume(self, reason: int) -> None:
+        super().resume(reason)
+        if reason == _TOO_MANY_CALLS and self._partial and not self._paused_by & reason:
+            self._loop.call_soon(self._read_held)
+
+    def _read_held(self) -> None:
+        """Requests read before the cap was hit, started now there is room."""
+        if self.lost or self._paused_by & _TOO_MANY_CALLS or not self._partial:
+            return
+        data = memoryview(self._partial)
+        used = self._frames(data)
+        data.release()
+        del self._partial[:used]
 
     def cancel_all(self) -> None:
         for stream_id, call in list(self.calls.items()):
