@@ -26,6 +26,7 @@ import os
 import socket
 import ssl as ssl_module
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
@@ -109,13 +110,25 @@ def _shift_ids(frames: bytes | memoryview, delta: int) -> bytes:
     return bytes(out)
 
 
+_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's connections. One is enough: a read is handled (and
+    what is left of it copied) before the next read of any connection starts, and a hop
+    with a hundred idle connections does not hold a hundred buffers."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(_READ_SIZE))
+    return view
+
+
 class _Reader(asyncio.BufferedProtocol):
     """Splits what is read into frames; a subclass decides per frame (``_frames``)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray(_READ_SIZE)
-        self._view = memoryview(self._buffer)
+        self._view = _read_buffer()
         self._partial = bytearray()
         self._paused_by = 0  # bit mask of reasons reading is paused
         self._write_blocked = False
