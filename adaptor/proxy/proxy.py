@@ -169,10 +169,10 @@ class AgentProxy:
 
     async def _connect(self, down: RelayConnection, deadline: float | None) -> Upstream:
         """The forwarder connection for one shim connection (the readiness one, if open)."""
-        spare, self._spare = self._spare, None
-        if spare is not None and spare.is_open:
-            return spare
-        async with self._dial_lock:
+        async with self._dial_lock:  # (a dial in the background may be making the spare)
+            spare, self._spare = self._spare, None
+            if spare is not None and spare.is_open:
+                return spare
             if self._closed:
                 raise TTRPCError(Code.UNAVAILABLE, "agent proxy is shutting down")
             loop = asyncio.get_running_loop()
