@@ -103,9 +103,9 @@ def _cpu(pid: int) -> float:
 
 def _forwarder(tmp: str, pki: Pki, agent: str,
                tls: bool = True) -> tuple[subprocess.Popen[bytes], int]:
-    config = Path(tmp) / "apf.json"
+    config = Path(tmp) / ("apf.json" if tls else "apf-plain.json")
     config.write_text(pki.apf_json())
-    notify_path = str(Path(tmp) / "notify.sock")
+    notify_path = str(Path(tmp) / ("notify.sock" if tls else "notify-plain.sock"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     notify.settimeout(30)

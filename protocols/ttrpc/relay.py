@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">IIBB")
 _ID = struct.Struct(">II")
 _READ_SIZE = 256 * 1024
-WRITE_HIGH_WATER = 1 << 20  # bytes a transport may buffer before the other side pauses
+WRITE_HIGH_WATER = 4 << 20  # bytes a transport may buffer before the other side pauses
 CUT_THROUGH = 64 * 1024  # larger responses are passed on while they arrive
 
 # A hook returns the payload to send on; a plain function runs in line (so requests stay
