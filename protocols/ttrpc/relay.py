@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
+from protocols.ttrpc.deadlines import Deadlines
 from protocols.ttrpc.framing import HEADER_LENGTH, MESSAGE_LENGTH_MAX, Flags, MessageType
 from protocols.ttrpc.messages import (
     DecodeError,
@@ -90,11 +91,10 @@ class RelayPolicy:
 
 
 class _Call:
-    __slots__ = ("method", "task", "timer", "watched")
+    __slots__ = ("method", "task", "watched")
 
     def __init__(self, method: str) -> None:
         self.method = method
-        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.watched = False
 
@@ -284,6 +284,7 @@ class RelayConnection(_Reader):
         self._skip = 0
         self._hooked: tuple[int, _Call, Hook, bytes, float | None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._deadlines: Deadlines[int, _Call] = Deadlines(self.calls, self._expire)
 
     # transport events ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -300,6 +301,7 @@ class RelayConnection(_Reader):
         self.lost = True
         self.server.connections.discard(self)
         idle = not self.calls
+        self._deadlines.close()
         for call in self.calls.values():
             self._release(call)
         self.calls.clear()
@@ -384,7 +386,7 @@ class RelayConnection(_Reader):
         deadline = None
         if timeout_nano > 0:
             deadline = self._loop.time() + timeout_nano / 1e9
-            call.timer = self._loop.call_at(deadline, self._expire, stream_id, call)
+            self._deadlines.add(stream_id, call, deadline)
         self._deadline = deadline
         if len(self.calls) >= policy.max_calls:
             self.pause(_TOO_MANY_CALLS)
@@ -473,8 +475,6 @@ class RelayConnection(_Reader):
 
     # answers ------------------------------------------------------------------------------
     def _release(self, call: _Call) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
         task = call.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -499,7 +499,6 @@ class RelayConnection(_Reader):
         self.send_status(stream_id, code, message, details)
 
     def _expire(self, stream_id: int, call: _Call) -> None:
-        call.timer = None
         self.fail(stream_id, call, Code.DEADLINE_EXCEEDED, "context deadline exceeded")
 
     def answered(self, call: _Call, head: memoryview, length: int) -> None:
