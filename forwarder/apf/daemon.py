@@ -2,7 +2,7 @@
 
 start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen (with
 admission control of unauthenticated connections, see :mod:`forwarder.apf.listener`) ->
-register the relay for ``grpc.AgentService`` and ``grpc.Health`` -> sd_notify ``READY=1``.
+relay ``grpc.AgentService`` and ``grpc.Health`` frame by frame -> sd_notify ``READY=1``.
 stop: stop accepting, let calls in flight finish for a short grace period, close the agent
 connection, tear down the pod network.
 """
@@ -24,7 +24,7 @@ from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
 from forwarder.apf.volumes import MountCheck
 from protocols.apf import ApfConfig, ApfError, PodNetwork, loads
-from protocols.ttrpc import Server
+from protocols.ttrpc.relay import RelayServer
 from runtime.errors import StartupError
 from runtime.sdnotify import NotifyError, notify
 
@@ -114,7 +114,7 @@ class Forwarder:
             cloud_volumes=cloud_volumes or cloud_volume_mounts(options),
         )
         self._limits = limits or AdmissionLimits()
-        self._server: Server | None = None
+        self._server: RelayServer | None = None
         self._listener: GuardedListener | None = None
         self._network: PodNetworkHandle | None = None
         self.address: tuple[str, int] | None = None
@@ -146,8 +146,7 @@ class Forwarder:
                 raise StartupError(f"failed to set up pod network: {exc}") from exc
 
         try:
-            server = Server()
-            self._interceptor.register(server)
+            server = RelayServer(self._interceptor.policy())
             log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
                      self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
             raise_nofile_limit()

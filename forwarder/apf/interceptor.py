@@ -1,7 +1,9 @@
 """The calls the forwarder decodes and changes on their way to kata-agent.
 
-Everything else in ``grpc.AgentService`` and ``grpc.Health`` is relayed with its payload
-undecoded. The changes are upstream's:
+Everything else in ``grpc.AgentService`` and ``grpc.Health`` is relayed frame by frame,
+undecoded (:mod:`protocols.ttrpc.relay`). Each handler below gets the request payload and
+returns the payload to send on; the agent's answer comes back unchanged. The changes are
+upstream's:
 
 * ``CreateSandbox``: ``dns`` is cleared, so the agent leaves the VM's ``/etc/resolv.conf``
   alone (the pod VM resolves through its own network, not the worker's).
@@ -27,7 +29,7 @@ from typing import Any, TypeVar
 from forwarder.apf.cloudmounts import CloudVolumeMounts
 from forwarder.apf.cloudvolumes import CLOUD_VOLUMES_KEY, CloudVolumeError, CloudVolumeSpecError
 from forwarder.apf.disks import DiskNotFound
-from forwarder.apf.relay import AgentRelay
+from forwarder.apf.relay import CONNECTION_CLOSED, AgentRelay
 from forwarder.apf.volumes import (
     KATA_SHARED_ROOTS,
     MOUNT_WAIT_TIMEOUT,
@@ -41,7 +43,9 @@ from forwarder.apf.volumes import (
     wait_mounted,
 )
 from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import CallContext, Code, Server, TTRPCError
+from protocols.ttrpc import CallContext, Code, TTRPCError
+from protocols.ttrpc.relay import RelayPolicy
+from protocols.ttrpc.status import code_name
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +95,30 @@ class Interceptor:
     def label(self) -> str:
         return f"sandbox={self._sandbox} pod={self._pod}"
 
-    def register(self, server: Server) -> None:
-        server.register_raw(AGENT_SERVICE, self._relay.forward)
-        server.register_raw(HEALTH_SERVICE, self._relay.forward)
-        server.register_raw(f"{AGENT_SERVICE}/CreateSandbox", self.create_sandbox)
-        server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self.create_container)
-        server.register_raw(f"{AGENT_SERVICE}/StartContainer", self.start_container)
-        server.register_raw(f"{AGENT_SERVICE}/RemoveContainer", self.remove_container)
-        server.register_raw(f"{AGENT_SERVICE}/DestroySandbox", self.destroy_sandbox)
+    def policy(self) -> RelayPolicy:
+        """How the forwarder relays: every call to kata-agent, these methods looked into."""
+        return RelayPolicy(
+            services=frozenset({AGENT_SERVICE, HEALTH_SERVICE}),
+            connect=self._relay.connect,
+            lost=CONNECTION_CLOSED,
+            hooks={
+                "CreateSandbox": self.create_sandbox,
+                "CreateContainer": self.create_container,
+                "StartContainer": self.start_container,
+                "RemoveContainer": self.remove_container,
+                "DestroySandbox": self.destroy_sandbox,
+            },
+            on_error=self._failed,
+            on_lost=self._relay.connection_lost,
+        )
+
+    def _failed(self, method: str, code: int, message: str) -> None:
+        log.warning("%s: %s failed with error: %s: %s", self.label, method, code_name(code),
+                    message)
 
     async def _forward(self, ctx: CallContext, payload: bytes, what: str) -> bytes:
-        try:
-            return await self._relay.forward(ctx, payload)
-        except TTRPCError as exc:
-            log.warning("%s: %s failed with error: %s", self.label, what, exc)
-            raise
+        """The payload to send on (the relay sends it; an agent error is logged then)."""
+        return payload
 
     # CreateSandbox ------------------------------------------------------------------------
     async def create_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:

@@ -13,7 +13,8 @@ from forwarder.apf.interceptor import CLOUD_VOLUMES_KEY, Interceptor
 from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import VOLUME_TARGET_PATH_KEY, mountinfo_checker
 from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import Client, Code, Server, TTRPCError
+from protocols.ttrpc import Client, Code, TTRPCError
+from protocols.ttrpc.relay import RelayServer
 from tests.forwarder.apf.helpers import FakeAgent, wait_until
 
 AGENT = "grpc.AgentService"
@@ -49,8 +50,7 @@ async def client(agent: FakeAgent, setup: Setup, tmp_path: Path) -> AsyncIterato
     interceptor = Interceptor(relay, pod_netns=NETNS, pod="default/nginx",
                               is_mounted=setup.is_mounted,
                               mount_wait_limit=2.0, bind_roots=(f"{tmp_path}/host/",))
-    server = Server()
-    interceptor.register(server)
+    server = RelayServer(interceptor.policy())
     path = str(tmp_path / "fwd.sock")
     await server.start_unix(path)
     async with await Client.connect_unix(path) as c:
