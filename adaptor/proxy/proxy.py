@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from adaptor.proxy.dialer import DialTimeout, ForwarderDialer
 from adaptor.proxy.intercept import LOG_ONLY, rewrite_create_container
+from adaptor.volumes import DIRECT_VOLUMES_DIR
 from protocols.ttrpc import CallContext, Client, Code, ConnectionClosed, Server, TTRPCError
 
 if TYPE_CHECKING:
@@ -44,8 +45,10 @@ class AgentProxy:
         *,
         proxy_timeout: float,
         metrics: Metrics | None = None,
+        direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
     ) -> None:
         self.sandbox_id = sandbox_id
+        self._direct_volumes_dir = direct_volumes_dir
         self.socket_path = socket_path
         self._dialer = dialer
         self._proxy_timeout = proxy_timeout
@@ -184,7 +187,8 @@ class AgentProxy:
         return await self._relay(ctx, payload)
 
     async def _create_container(self, ctx: CallContext, payload: bytes) -> bytes:
-        return await self._relay(ctx, rewrite_create_container(self.sandbox_id, payload))
+        return await self._relay(ctx, rewrite_create_container(
+            self.sandbox_id, payload, direct_volumes_dir=self._direct_volumes_dir))
 
     async def _relay(self, ctx: CallContext, payload: bytes) -> bytes:
         metrics = self._metrics
