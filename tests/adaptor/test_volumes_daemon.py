@@ -41,6 +41,15 @@ async def vdaemon(
         yield Shim(settings.socket)
 
 
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def rewrite_entries(directory: Path, info: object) -> None:
+    for entry in directory.iterdir():
+        (entry / "mountInfo.json").write_text(json.dumps(info))
+
+
 def pod(**extra: str) -> dict[str, str]:
     return {**shim_annotations(), **extra}
 
@@ -99,10 +108,9 @@ async def test_malformed_mount_info_fails_create_vm(
     assert exc.code == Code.INVALID_ARGUMENT
     assert "mountInfo.json: device is not a string" in exc.message
     assert network.allocated == {}
-    assert not os.path.exists(os.path.join(short_dir, "p", "sb-bad"))
+    assert not exists(os.path.join(short_dir, "p", "sb-bad"))
     # The daemon keeps serving once the entry is fixed.
-    for entry in volumes_dir.iterdir():
-        (entry / "mountInfo.json").write_text(json.dumps(ebs("vol-00000009")))
+    rewrite_entries(volumes_dir, ebs("vol-00000009"))
     cloud.provider.honoured = SPEC_FIELDS
     await vdaemon.create_vm("sb-bad")
     await vdaemon.start_vm("sb-bad")
