@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,6 +156,23 @@ def libvirt(request: pytest.FixtureRequest, node: str) -> Subject:
             {name} & env.domain_names()
         )
 
+    async def make_volumes(count: int) -> tuple[str, ...]:
+        from tests.providers.libvirt.test_datadisks import make_volumes as make
+
+        return make(env, count)
+
+    async def attached(instance_id: str) -> list[str]:
+        from tests.providers.libvirt.test_datadisks import data_disks
+
+        dom = env.conn.lookupByUUIDString(instance_id)
+        return [disk[2] for disk in sorted(data_disks(ET.fromstring(dom.XMLDesc(0))))]
+
+    async def free(paths: tuple[str, ...]) -> bool:
+        pool_paths = {v.path() for v in env.pool().listAllVolumes()}
+        used = {s.get("file") for d in env.conn.listAllDomains(0)
+                for s in ET.fromstring(d.XMLDesc(0)).findall("devices/disk/source")}
+        return set(paths) <= pool_paths and not set(paths) & used
+
     return Subject(
         make=lambda: LibvirtProvider(env.settings, node_name=node, uploader=env.uploads),
         make_bad=lambda: LibvirtProvider(replace(env.settings, pool_name="no-such-pool"),
@@ -163,6 +181,7 @@ def libvirt(request: pytest.FixtureRequest, node: str) -> Subject:
         unsupported_field="instance_type",
         unknown_id=str(uuid.uuid4()),
         residue=residue,
+        volumes=VolumeKit(make_volumes, attached, free),
     )
 
 
