@@ -92,3 +92,29 @@ async def test_volumes_refused_before_anything_is_made(
     assert len(proxy.calls("RunInstances")) == 1
     await provider.delete_instance(holder.id)
     assert volume(ec2, busy)["State"] == "available"
+
+
+async def test_attach_polls_until_attached(
+    make_provider: ProviderFactory, proxy: Ec2Proxy, ec2: Any, world: World, node: str
+) -> None:
+    """EC2 reports ``attaching`` for a while after AttachVolume: the create waits."""
+    volume_id = make_volume(ec2, world, "slow")
+    slow_answers = 3
+
+    def attaching(action: str, payload: bytes) -> bytes:
+        nonlocal slow_answers
+        marker = b"<status>attached</status>"
+        if action == "DescribeVolumes" and marker in payload and slow_answers > 0:
+            slow_answers -= 1
+            return payload.replace(marker, b"<status>attaching</status>")
+        return payload
+
+    proxy.rewriters.append(attaching)
+    provider = make_provider()
+    instance = await provider.create_instance(make_request(node, spec=InstanceSpec(
+        volumes=(volume_id,))))
+    assert slow_answers == 0
+    after_attach = [r.action for r in proxy.requests][
+        [r.action for r in proxy.requests].index("AttachVolume") + 1:]
+    assert after_attach.count("DescribeVolumes") >= 4  # three "attaching", then "attached"
+    await provider.delete_instance(instance.id)
