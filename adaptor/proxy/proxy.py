@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from adaptor.proxy.dialer import DialTimeout, ForwarderDialer
 from adaptor.proxy.intercept import LOG_ONLY, rewrite_create_container
+from adaptor.volumes import DIRECT_VOLUMES_DIR
 from protocols.ttrpc import CallContext, Code, TTRPCError
 from protocols.ttrpc.relay import RelayConnection, RelayPolicy, RelayServer, Upstream
 
@@ -49,8 +50,10 @@ class AgentProxy:
         *,
         proxy_timeout: float,
         metrics: Metrics | None = None,
+        direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
     ) -> None:
         self.sandbox_id = sandbox_id
+        self._direct_volumes_dir = direct_volumes_dir
         self.socket_path = socket_path
         self._dialer = dialer
         self._proxy_timeout = proxy_timeout
@@ -201,7 +204,8 @@ class AgentProxy:
         log.info("sandbox=%s: %s", self.sandbox_id, method)
 
     def _create_container(self, ctx: CallContext, payload: bytes) -> bytes:
-        return rewrite_create_container(self.sandbox_id, payload)
+        return rewrite_create_container(
+            self.sandbox_id, payload, direct_volumes_dir=self._direct_volumes_dir)
 
     def _on_lost(self, calls: int, reason: str) -> None:
         log.warning("sandbox=%s: forwarder connection closed with %d call(s) in flight: %s",
