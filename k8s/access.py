@@ -61,6 +61,9 @@ def translate(what: str) -> Iterator[None]:
         code = int(exc.status.code or exc.response.status_code)
         raise KubeError(f"{what}: {code} {exc.status.reason or ''}: {exc.status.message}",
                         code) from None
+    except httpx2.HTTPStatusError as exc:  # an error body that is not a Status
+        code = exc.response.status_code
+        raise KubeError(f"{what}: {code} {exc.response.reason_phrase}", code) from None
     except (httpx2.HTTPError, OSError) as exc:
         raise KubeError(f"{what}: API server unreachable: {exc or type(exc).__name__}") \
             from None

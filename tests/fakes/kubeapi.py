@@ -274,7 +274,7 @@ class FakeKubeAPI:
             if verb == "watch":
                 return await self._watch(request)
             body = await request.read()
-            return web.json_response(self._serve(verb, route, request, body))
+            return _json(self._serve(verb, route, request, body))
         except ApiFailure as exc:
             return _status(exc.code, exc.reason, exc.message)
 
@@ -438,7 +438,12 @@ def _conflict(route: _Route) -> ApiFailure:
                       'changes to the latest version and try again')
 
 
+def _json(obj: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json", as the API server sends it (no charset parameter).
+    return web.Response(body=json.dumps(obj).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
 def _status(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                              "status": "Failure", "message": message, "reason": reason,
-                              "code": code}, status=code)
+    return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": message, "reason": reason, "code": code}, status=code)
