@@ -70,9 +70,9 @@ def make_cluster(command: RunCommand, node_name: str, env: Mapping[str, str]) ->
         from k8s.access import KubeError
         from k8s.cluster import from_settings
     except ImportError:
-        if command.settings.kubeconfig or env.get("KUBERNETES_SERVICE_HOST"):
-            log.warning("Kubernetes integration needs the 'kube' extra (lightkube), which is "
-                        "not installed: running without it")
+        level = logging.WARNING if command.settings.kubeconfig else logging.INFO
+        log.log(level, "Kubernetes integration not installed (the 'kube' extra, lightkube): "
+                "running without it")
         return None
     try:
         return from_settings(command.settings, command.provider, node_name, env)

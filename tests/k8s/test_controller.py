@@ -19,14 +19,7 @@ from k8s.ctrl_main import provider_factory
 from k8s.objects import FINALIZER, PeerPod
 from tests.fakes.kubeapi import FakeKubeAPI
 from tests.k8s.conftest import FAST, target_for
-from tests.providers.aws.conftest import (  # noqa: F401 - fixtures
-    World,
-    alive_ids,
-    ec2,
-    make_request,
-    moto,
-    world,
-)
+from tests.providers.aws.conftest import World, alive_ids, make_request
 from tests.providers.aws.motoserver import REGION, MotoServer
 
 
