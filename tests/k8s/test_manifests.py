@@ -1,0 +1,41 @@
+"""deploy/base/crd-peerpods.yaml defines the resource the code uses, with upstream's schema
+(``src/peerpod-ctrl/chart/crds/confidentialcontainers.org_peerpods.yaml``), and
+deploy/base/rbac.yaml names the ServiceAccounts the workloads run as."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from k8s.objects import GROUP, VERSION, PeerPod
+
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
+NAMESPACE = "confidential-containers-system"
+
+
+def test_crd_matches_the_resource_the_code_uses() -> None:
+    crd = yaml.safe_load((BASE / "crd-peerpods.yaml").read_text())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == f"peerpods.{GROUP}"
+    assert (spec["group"], spec["scope"], spec["names"]["kind"], spec["names"]["plural"]) == \
+        (GROUP, "Namespaced", "PeerPod", "peerpods")
+    assert PeerPod._api_info.plural == "peerpods"
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
+    assert version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    assert schema["spec"]["properties"] == {"cloudProvider": {"type": "string"},
+                                            "instanceID": {"type": "string"}}
+    assert schema["status"]["properties"] == {"cleand": {"type": "boolean"}}
+
+
+def test_service_accounts() -> None:
+    docs = [d for d in yaml.safe_load_all((BASE / "rbac.yaml").read_text()) if d]
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert set(accounts) == {"cloud-api-adaptor", "peerpod-ctrl"}
+    assert {a["metadata"]["namespace"] for a in accounts.values()} == {NAMESPACE}
+    assert all(a.get("automountServiceAccountToken", True) for a in accounts.values())
+    bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert {s["name"] for b in bindings for s in b["subjects"]} == set(accounts)
+    assert all(s["namespace"] == NAMESPACE for b in bindings for s in b["subjects"])
