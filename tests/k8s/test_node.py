@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from k8s.access import make_client
 from k8s.node import NodeResource
 from k8s.objects import OWNER_ANNOTATION
+from tests.adaptor.helpers import eventually
 from tests.fakes.kubeapi import FakeKubeAPI
 from tests.k8s.conftest import FAST, NODE, target_for
 
@@ -66,10 +69,13 @@ async def test_negative_limit_advertises_nothing(kubeapi: FakeKubeAPI, tmp_path:
     assert not kubeapi.calls
 
 
-async def test_api_server_down_at_start_then_back(kubeapi: FakeKubeAPI, tmp_path: Path) -> None:
+async def test_api_server_down_at_start_then_back(kubeapi: FakeKubeAPI, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     await kubeapi.stop()
     node = resource(kubeapi, tmp_path, "uid-1")
     node.start()
+    await eventually(lambda: any("API server unreachable" in r.getMessage()
+                                 for r in caplog.records))
     assert not node.advertised.is_set()
     kubeapi.fail(500, verb="patch", resource="nodes")  # and one server error when it is back
     await kubeapi.start()
