@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from forwarder.apf.cloudmounts import CloudVolumeMounts
+from forwarder.apf.disks import DetectPolicy
 from forwarder.apf.interceptor import Interceptor
 from forwarder.apf.listener import AdmissionLimits, GuardedListener, raise_nofile_limit
 from forwarder.apf.options import Options
@@ -46,6 +48,12 @@ async def setup_pod_network(network: PodNetwork, options: Options) -> PodNetwork
         network, pod_netns=options.pod_namespace, host_interface=options.host_interface
     )
     return handle
+
+
+def cloud_volume_mounts(options: Options) -> CloudVolumeMounts:
+    """The pod VM's cloud volumes, with the disk detection settings of ``options``."""
+    return CloudVolumeMounts(
+        detect=DetectPolicy(options.disk_detect_attempts, options.disk_detect_delay))
 
 
 def load_config(path: str) -> ApfConfig:
@@ -93,6 +101,7 @@ class Forwarder:
         is_mounted: MountCheck | None = None,
         environ: dict[str, str] | None = None,
         limits: AdmissionLimits | None = None,
+        cloud_volumes: CloudVolumeMounts | None = None,
     ) -> None:
         self._options = options
         self._config = config
@@ -101,7 +110,8 @@ class Forwarder:
         self._pod = f"{config.pod_namespace or '-'}/{config.pod_name or '-'}"
         self._relay = AgentRelay(options.kata_agent_socket, dial_timeout=dial_timeout)
         self._interceptor = Interceptor(
-            self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted
+            self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted,
+            cloud_volumes=cloud_volumes or cloud_volume_mounts(options),
         )
         self._limits = limits or AdmissionLimits()
         self._server: Server | None = None

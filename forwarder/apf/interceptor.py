@@ -10,9 +10,12 @@ undecoded. The changes are upstream's:
   network namespace the caller put there); missing bind-mount source directories are
   created below Kata's shared-volume roots only; CSI volumes named in the
   ``...peerpodvolumes.target_path`` annotation are waited for until mounted. Cloud volumes
-  (``io.confidentialcontainers.org.cloud_volumes``) are not supported yet: such a call fails
-  with FAILED_PRECONDITION instead of starting the container without its volumes.
-* ``StartContainer``, ``RemoveContainer``, ``DestroySandbox``: logged, forwarded unchanged.
+  (``io.confidentialcontainers.org.cloud_volumes``) are found, mounted and bound into the
+  container first (:mod:`forwarder.apf.cloudmounts`); if one fails the call fails with the
+  reason and nothing it mounted is left.
+* ``DestroySandbox``: the cloud volumes are unmounted (reverse order, LUKS mappers closed),
+  then the call is forwarded unchanged.
+* ``StartContainer``, ``RemoveContainer``: logged, forwarded unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import asyncio
 import logging
 from typing import Any, TypeVar
 
+from forwarder.apf.cloudmounts import CloudVolumeMounts
+from forwarder.apf.cloudvolumes import CLOUD_VOLUMES_KEY, CloudVolumeError, CloudVolumeSpecError
+from forwarder.apf.disks import DiskNotFound
 from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import (
     KATA_SHARED_ROOTS,
@@ -41,10 +47,12 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"
-CLOUD_VOLUMES_KEY = "io.confidentialcontainers.org.cloud_volumes"
 NETWORK_NAMESPACE = "network"
 
+__all__ = ["AGENT_SERVICE", "CLOUD_VOLUMES_KEY", "HEALTH_SERVICE", "Interceptor"]
+
 M = TypeVar("M")
+_CLOUD_VOLUME_CODES = {CloudVolumeSpecError: Code.INVALID_ARGUMENT, DiskNotFound: Code.NOT_FOUND}
 
 
 def _decode(message_type: type[M], payload: bytes) -> M:
@@ -68,6 +76,7 @@ class Interceptor:
         is_mounted: MountCheck | None = None,
         mount_wait_limit: float = MOUNT_WAIT_TIMEOUT,
         bind_roots: tuple[str, ...] = KATA_SHARED_ROOTS,
+        cloud_volumes: CloudVolumeMounts | None = None,
     ) -> None:
         self._relay = relay
         self._netns = pod_netns
@@ -76,6 +85,7 @@ class Interceptor:
         self._is_mounted = is_mounted or mountinfo_checker()
         self._mount_wait_limit = mount_wait_limit
         self._bind_roots = bind_roots
+        self._cloud_volumes = cloud_volumes or CloudVolumeMounts()
 
     @property
     def label(self) -> str:
@@ -119,15 +129,15 @@ class Interceptor:
             raise TTRPCError(Code.INVALID_ARGUMENT,
                              f"CreateContainer {cid}: request has no OCI spec")
         spec = request.OCI
-        if spec.Annotations.get(CLOUD_VOLUMES_KEY, ""):
-            log.error("%s: CreateContainer %s: annotation %s is present, cloud volumes are not "
-                      "supported yet", self.label, cid, CLOUD_VOLUMES_KEY)
-            raise TTRPCError(Code.FAILED_PRECONDITION, "cloud volumes are not supported yet")
-
         self._join_pod_netns(spec, cid)
         for ns in spec.Linux.Namespaces:
             log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type,
                      ns.Path)
+        try:
+            await self._cloud_volumes.prepare(spec, label=f"{self.label} container={cid}")
+        except CloudVolumeError as exc:
+            log.error("%s: CreateContainer %s: %s", self.label, cid, exc)
+            raise TTRPCError(_CLOUD_VOLUME_CODES.get(type(exc), Code.INTERNAL), str(exc)) from None
 
         await self._prepare_mounts(spec, cid)
         return await self._forward(ctx, request.SerializeToString(), "CreateContainer")
@@ -178,4 +188,5 @@ class Interceptor:
     async def destroy_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:
         _decode(agent_pb2.DestroySandboxRequest, payload)
         log.info("%s: DestroySandbox", self.label)
+        await self._cloud_volumes.release(label=self.label)
         return await self._forward(ctx, payload, "DestroySandbox")

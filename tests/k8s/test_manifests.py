@@ -31,7 +31,8 @@ def test_crd_matches_the_resource_the_code_uses() -> None:
 
 
 def test_service_accounts() -> None:
-    docs = [d for d in yaml.safe_load_all((BASE / "rbac.yaml").read_text()) if d]
+    docs = [d for name in ("rbac.yaml", "serviceaccount-peerpod-ctrl.yaml")
+            for d in yaml.safe_load_all((BASE / name).read_text()) if d]
     accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     assert set(accounts) == {"cloud-api-adaptor", "peerpod-ctrl"}
     assert {a["metadata"]["namespace"] for a in accounts.values()} == {NAMESPACE}

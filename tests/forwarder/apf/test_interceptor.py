@@ -95,13 +95,13 @@ async def test_undecodable_create_container_is_an_error(client: Client, agent: F
     assert agent.seen == []
 
 
-async def test_cloud_volumes_fail_with_failed_precondition(client: Client,
-                                                           agent: FakeAgent) -> None:
+async def test_bad_cloud_volumes_annotation_is_refused(client: Client,
+                                                       agent: FakeAgent) -> None:
     spec = oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: '{"vol-0":{"mount_point":"/data"}}'})
     with pytest.raises(TTRPCError) as info:
         await create(client, container(spec))
-    assert info.value.code == Code.FAILED_PRECONDITION
-    assert info.value.message == "cloud volumes are not supported yet"
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert info.value.message == "cloud volume vol-0 missing required mount_point or lun field"
     assert agent.calls("CreateContainer") == []
 
 
