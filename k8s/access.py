@@ -133,11 +133,10 @@ DEFAULT_BACKOFF = Backoff()
 
 async def retry(
     what: str, call: Callable[[], Awaitable[T]], *, backoff: Backoff = DEFAULT_BACKOFF,
-    attempts: int | None = None,
 ) -> T:
     """Call until it succeeds, retrying :attr:`KubeError.transient` failures with backoff
-    (``attempts``: at most that many tries, then the last error is raised). Each failure is
-    logged once, at WARNING for the first and DEBUG after."""
+    (until cancelled); other failures are raised. Each failure is logged once, at WARNING
+    for the first and DEBUG after."""
     delays = backoff.delays()
     attempt = 0
     while True:
@@ -145,7 +144,7 @@ async def retry(
         try:
             return await call()
         except KubeError as exc:
-            if not exc.transient or (attempts is not None and attempt >= attempts):
+            if not exc.transient:
                 raise
             delay = next(delays)
             level = logging.WARNING if attempt == 1 else logging.DEBUG

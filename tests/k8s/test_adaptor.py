@@ -218,6 +218,9 @@ async def _startup(daemon: Daemon) -> int:
 
 async def test_startup_waits_for_the_peer_pods_of_the_node(daemon: Daemon,
                                                            kubeapi: FakeKubeAPI) -> None:
+    # upstream: pkg/probe/checker.go GetAllPeerPods (pods with spec.nodeName, runtime class
+    # RUNTIMECLASS_NAME, Ready condition True) and probe.go StartupHandler (not checked
+    # again once it held); the lastTransitionTime rule is left out (README, differences).
     def ready(status: str) -> dict[str, Any]:
         return {"conditions": [{"type": "Ready", "status": status,
                                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]}

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import yaml
 
-from k8s.objects import GROUP, VERSION, PeerPod
+from k8s.objects import GROUP, VERSION, PeerPod, peerpod_manifest
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
 NAMESPACE = "confidential-containers-system"
@@ -40,3 +41,13 @@ def test_service_accounts() -> None:
     bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert {s["name"] for b in bindings for s in b["subjects"]} == set(accounts)
     assert all(s["namespace"] == NAMESPACE for b in bindings for s in b["subjects"])
+
+
+def test_the_peerpods_the_adaptor_creates_fit_the_crd() -> None:
+    crd = yaml.safe_load((BASE / "crd-peerpods.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    manifest = peerpod_manifest(name="web-resource-ab12c", namespace="prod", pod_name="web",
+                                pod_uid="0f0e", cloud_provider="gcp", instance_id="i-1")
+    jsonschema.Draft7Validator(schema).validate(manifest)
+    manifest["spec"]["instanceID"] = 7
+    assert not jsonschema.Draft7Validator(schema).is_valid(manifest)
