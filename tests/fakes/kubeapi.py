@@ -37,6 +37,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.fakes.kubepatch import ApiFailure, json_patch, merge_patch
+
+__all__ = ["ApiFailure", "Call", "FakeKubeAPI", "json_patch", "merge_patch"]
+
 PEERPOD_GROUP = "confidentialcontainers.org"
 PEERPOD_VERSION = "v1alpha1"
 CORE_KINDS = {"nodes": "Node", "pods": "Pod", "serviceaccounts": "ServiceAccount",
@@ -58,12 +62,6 @@ class _Fault:
     verb: str | None
     resource: str | None
     times: int
-
-
-class ApiFailure(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
 
 
 def _now() -> str:
@@ -101,59 +99,6 @@ def make_tls(directory: Path) -> tuple[Path, ssl.SSLContext]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(directory / "server.crt", directory / "server.key")
     return ca_path, context
-
-
-# --------------------------------------------------------------------- patches
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
-
-
-def _pointer(path: str) -> list[str]:
-    if not path.startswith("/"):
-        raise ApiFailure(422, "Invalid", f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """RFC 6902: add, remove, replace, test."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = _pointer(op["path"])
-        node = doc
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.get(part)
-            if node is None:
-                raise ApiFailure(422, "Invalid", f"doc is missing path: {op['path']}")
-        kind = op["op"]
-        if kind == "test":
-            if node.get(last) != op.get("value"):
-                raise ApiFailure(422, "Invalid", f"testing value {op['path']} failed")
-        elif kind == "remove":
-            if isinstance(node, list):
-                del node[int(last)]
-            elif last not in node:
-                raise ApiFailure(422, "Invalid", f"unable to remove nonexistent key: {last}")
-            else:
-                del node[last]
-        elif kind in ("add", "replace"):
-            if kind == "replace" and last not in node:
-                raise ApiFailure(422, "Invalid", f"replace operation does not apply: {last}")
-            if isinstance(node, list):
-                node.insert(len(node) if last == "-" else int(last), op["value"])
-            else:
-                node[last] = op["value"]
-        else:
-            raise ApiFailure(422, "Invalid", f"unsupported op {kind!r}")
-    return doc
 
 
 class FakeKubeAPI:
