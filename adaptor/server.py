@@ -31,6 +31,7 @@ from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
 from adaptor.metrics import InstrumentedProvider, Metrics
 from adaptor.network.base import WorkerNetwork
 from adaptor.probe import ProbeServer
+from adaptor.record import SandboxRecord
 from adaptor.restore import RestoreReport, restore
 from adaptor.service import HYPERVISOR_SERVICE, HypervisorService
 from adaptor.store import SandboxStore
@@ -65,6 +66,7 @@ class Cluster(Protocol):
     @property
     def pod_objects(self) -> PodObjects: ...
     def start(self) -> None: ...
+    def restored(self, records: list[SandboxRecord]) -> None: ...
     async def auth_json(self, pod_namespace: str, pod_name: str) -> str | None: ...
     async def startup_ready(self) -> tuple[bool, str]: ...
     async def aclose(self) -> None: ...
@@ -212,6 +214,7 @@ class Daemon:
             raise StartupError(f"cannot listen on {path}: {exc}") from None
         self._server = server
         if self._cluster is not None:
+            self._cluster.restored(manager.records())
             self._cluster.start()
         self.sweeper = OrphanSweeper(
             self.provider, manager, self.store,

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from k8s import pullsecrets
 from k8s.access import DEFAULT_BACKOFF, Backoff, Target, detect, make_client
 from k8s.node import NodeResource
-from k8s.peerpods import PeerPodService
+from k8s.peerpods import CLOSE_GRACE, PeerPodService
 from k8s.readiness import PeerPodsReady
 
 if TYPE_CHECKING:
     from adaptor.config import AdaptorSettings
+    from adaptor.record import SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,14 @@ AUTH_TIMEOUT = 3.0
 class Cluster:
     def __init__(self, target: Target, *, node_name: str, pod_uid: str, limit: int,
                  cloud_provider: str, runtime_class: str, backoff: Backoff = DEFAULT_BACKOFF,
-                 auth_timeout: float = AUTH_TIMEOUT) -> None:
+                 auth_timeout: float = AUTH_TIMEOUT, close_grace: float = CLOSE_GRACE) -> None:
         self.target = target
         self.client = make_client(target, field_manager=FIELD_MANAGER)
         self.node = NodeResource(self.client, node_name, pod_uid, limit, backoff=backoff)
         self.pod_objects = PeerPodService(self.client, cloud_provider, backoff=backoff)
         self.ready = PeerPodsReady(self.client, node_name, runtime_class)
         self._auth_timeout = auth_timeout
+        self._close_grace = close_grace
 
     def start(self) -> None:
         log.info("Kubernetes access on (%s)", self.target.source)
@@ -50,11 +52,18 @@ class Cluster:
                         "no auth.json", pod_namespace, pod_name, self._auth_timeout)
             return None
 
+    def restored(self, records: Iterable[SandboxRecord]) -> None:
+        """The sandboxes reloaded at startup: each one's PeerPod must exist."""
+        for record in records:
+            if record.peerpod and record.instance_id:
+                self.pod_objects.instance_restored(record.pod_namespace, record.pod_name,
+                                                   record.peerpod, record.instance_id)
+
     async def startup_ready(self) -> tuple[bool, str]:
         return await self.ready.check()
 
     async def aclose(self) -> None:
-        await self.pod_objects.aclose()
+        await self.pod_objects.aclose(self._close_grace)
         await self.node.aclose()
         await self.client.close()
 

@@ -10,7 +10,8 @@ background (JSON patch ``remove /metadata/finalizers``, as upstream), after the 
 same object, if it is still running, has finished. Both retry with backoff while the API
 server is unreachable or answers 409/5xx. Because the name is kept in the sandbox record, a
 restarted adaptor still releases the PeerPod of a sandbox it stops (upstream keeps the map
-in memory and leaves the finalizer to peerpod-ctrl).
+in memory and leaves the finalizer to peerpod-ctrl), and makes sure at startup that the
+PeerPod of each restored sandbox exists (its create may not have got through).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class PeerPodService:
         self._spawn(pod_namespace, name,
                     self._own(pod_namespace, pod_name, name, instance_id))
         return name
+
+    def instance_restored(self, pod_namespace: str, pod_name: str, name: str,
+                          instance_id: str) -> None:
+        """A sandbox reloaded from its record after a restart: create its PeerPod if the
+        previous adaptor could not (an existing one answers AlreadyExists, which is fine)."""
+        self._spawn(pod_namespace, name,
+                    self._own(pod_namespace, pod_name, name, instance_id))
 
     def instance_deleted(self, pod_namespace: str, name: str) -> None:
         before = self._tasks.get((pod_namespace, name))

@@ -58,7 +58,8 @@ def settings(short_dir: str, cloud: FakeCloud) -> AdaptorSettings:
 
 def new_daemon(settings: AdaptorSettings, cloud: FakeCloud, target: Target) -> Daemon:
     cluster = Cluster(target, node_name=NODE, pod_uid=settings.pod_uid, limit=10,
-                      cloud_provider="fake", runtime_class="kata-remote", backoff=FAST)
+                      cloud_provider="fake", runtime_class="kata-remote", backoff=FAST,
+                      close_grace=0.5)
     return Daemon(settings, cloud.provider, network=FakeWorkerNetwork(),
                   delete_retry=FAST_RETRY, cluster=cluster)
 
@@ -148,6 +149,33 @@ async def test_api_server_down_does_not_block_pods(daemon: Daemon, cloud: FakeCl
     await kubeapi.wait_for(lambda: len(peerpods(kubeapi)) == 1)
     await kubeapi.wait_for(
         lambda: "kata.peerpods.io/vm" in (kubeapi.get("nodes", NODE) or {})["status"]["capacity"])
+
+
+async def test_peerpod_not_created_before_a_restart_is_created_after(
+        settings: AdaptorSettings, cloud: FakeCloud, target: Target,
+        kubeapi: FakeKubeAPI) -> None:
+    seed_pod(kubeapi, "web")
+    await kubeapi.stop()
+    first = new_daemon(settings, cloud, target)
+    await first.start()
+    shim = Shim(settings.socket)
+    await shim.create_vm(SID)
+    await shim.start_vm(SID)
+    assert first.manager is not None
+    record = first.manager.record(SID)
+    assert record is not None and record.peerpod
+    await first.aclose()  # the API server never answered: no PeerPod yet
+    await kubeapi.start()
+    second = new_daemon(settings, cloud, target)
+    await second.start()
+    try:
+        await kubeapi.wait_for(lambda: kubeapi.get("peerpods", record.peerpod, "default")
+                               is not None)
+        await Shim(settings.socket).stop_vm(SID)
+        await kubeapi.wait_for(
+            lambda: not kubeapi.list("peerpods")[0]["metadata"].get("finalizers"))
+    finally:
+        await second.aclose()
 
 
 def _dockerconfig(auths: dict[str, Any]) -> dict[str, str]:
