@@ -18,7 +18,7 @@ from adaptor.cli import PROG, Loader, RunCommand, TextCommand, UsageError, parse
 from adaptor.config import AdaptorSettings
 from adaptor.logformat import JsonFormatter, TextFormatter
 from adaptor.network.base import WorkerNetwork
-from adaptor.server import Daemon, StartupError, prepare
+from adaptor.server import Cluster, Daemon, StartupError, prepare
 from adaptor.volumes import DIRECT_VOLUMES_DIR
 from providers import registry
 from providers.base import ProviderError
@@ -50,7 +50,7 @@ def configure_logging(log_format: str, level: str) -> None:
 # whatever LOG_LEVEL says.
 QUIET_LIBRARIES = (
     "botocore", "boto3", "s3transfer", "urllib3", "azure", "msal", "google", "grpc",
-    "requests", "aiohttp", "libvirt",
+    "requests", "aiohttp", "libvirt", "httpx2", "httpcore2", "lightkube",
 )
 
 
@@ -62,6 +62,23 @@ def _notify(state: str, env: Mapping[str, str]) -> None:
 
 
 NetworkFactory = Callable[[AdaptorSettings], WorkerNetwork]
+
+
+def make_cluster(command: RunCommand, node_name: str, env: Mapping[str, str]) -> Cluster | None:
+    """The Kubernetes integration when access is configured (raises StartupError for an
+    unreadable kubeconfig); ``None`` without access or without the ``kube`` extra."""
+    try:
+        from k8s.access import KubeError
+        from k8s.cluster import from_settings
+    except ImportError:
+        level = logging.WARNING if command.settings.kubeconfig else logging.INFO
+        log.log(level, "Kubernetes integration not installed (the 'kube' extra, lightkube): "
+                "running without it")
+        return None
+    try:
+        return from_settings(command.settings, command.provider, node_name, env)
+    except KubeError as exc:
+        raise StartupError(str(exc)) from None
 
 
 async def run(
@@ -77,6 +94,7 @@ async def run(
     try:
         prepared = prepare(settings)
         network = make_network(settings) if make_network is not None else None
+        cluster = make_cluster(command, prepared.node_name, env)
     except StartupError as exc:
         log.error("startup failed: %s", exc)
         return 1
@@ -92,7 +110,7 @@ async def run(
     except ProviderError as exc:
         log.error("startup failed: provider %s: %s", command.provider, exc)
         return 1
-    daemon = Daemon(settings, provider, prepared=prepared, network=network,
+    daemon = Daemon(settings, provider, prepared=prepared, network=network, cluster=cluster,
                     direct_volumes_dir=direct_volumes_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -110,8 +110,18 @@ class AdaptorSettings:
     )
     runtimeclass_name: str = setting(
         env="RUNTIMECLASS_NAME", default="kata-remote",
-        help="runtime class of the peer pods; upstream's /startup probe waits for those on "
-        "the node to be Ready. Accepted; not used until the Kubernetes integration lands",
+        help="runtime class of the peer pods; with Kubernetes access, /startup waits until "
+        "those on this node are Ready",
+    )
+    kubeconfig: str = setting(
+        env="KUBECONFIG", flag="kubeconfig", default="",
+        help="kubeconfig file for Kubernetes access (default: the in-cluster service account "
+        "when there is one; neither: no Kubernetes integration)",
+    )
+    pod_uid: str = setting(
+        env="POD_UID", flag="pod-uid", default="",
+        help="uid of the adaptor's own pod (fieldRef metadata.uid), written to the node as "
+        "owner of the extended resource",
     )
     enable_cloud_provider_external_plugin: bool = setting(
         env="ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN", default=False,

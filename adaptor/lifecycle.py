@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from adaptor.errors import AdaptorError, InstanceTypeError, StartFailed
 from adaptor.instancetype import select_instance_type
@@ -51,6 +51,17 @@ class ManagerConfig:
     delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+class PodObjects(Protocol):
+    """Cluster objects that follow a pod's instance (PeerPods, :mod:`k8s.peerpods`). Both
+    calls return at once; the API calls happen in the background."""
+
+    def instance_created(self, pod_namespace: str, pod_name: str, instance_id: str) -> str:
+        """Name of the object that will record the instance (kept in the sandbox record)."""
+
+    def instance_deleted(self, pod_namespace: str, name: str) -> None:
+        """The instance is gone: let the object ``name`` go."""
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxContext:
     """The collaborators every sandbox acts through; shared, owned by the manager."""
@@ -62,6 +73,7 @@ class SandboxContext:
     store: SandboxStore | None = None
     metrics: Metrics | None = None
     catalogue: InstanceTypeCatalogue | None = None
+    pod_objects: PodObjects | None = None
 
     def select_instance_type(self, sandbox_id: str, spec: InstanceSpec) -> InstanceSpec:
         """The spec with the instance type to create, chosen as upstream's providers choose it

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from adaptor.builder import AuthSource, SandboxBuilder
 from adaptor.errors import InvalidRequest, SandboxExists, SandboxNotFound
-from adaptor.lifecycle import ManagerConfig, RetryPolicy, SandboxContext
+from adaptor.lifecycle import ManagerConfig, PodObjects, RetryPolicy, SandboxContext
 from adaptor.network.base import WorkerNetwork
 from adaptor.proxy import AgentProxy
 from adaptor.record import SandboxRecord, request_fingerprint
@@ -72,8 +72,10 @@ class SandboxManager:
         auth_source: AuthSource | None = None,
         store: SandboxStore | None = None,
         metrics: Metrics | None = None,
+        pod_objects: PodObjects | None = None,
     ) -> None:
-        self._ctx = SandboxContext(config, provider, network, tls, store, metrics, catalogue)
+        self._ctx = SandboxContext(config, provider, network, tls, store, metrics, catalogue,
+                                   pod_objects)
         self._builder = SandboxBuilder(config.pods_dir, config.node_name,
                                        enable_scratch_space=config.enable_scratch_space,
                                        ext_network_via_podvm=config.ext_network_via_podvm,

@@ -2,7 +2,8 @@
 
 The listener sets SO_REUSEPORT, so an old and a new adaptor can share the port during a
 rolling update (as upstream's probe does).
-- ``/startup``: 200 once the restore is done and the hypervisor socket answers, else 503;
+- ``/startup``: 200 once the restore is done and the hypervisor socket answers and, with
+  Kubernetes access, every peer pod on the node is Ready (:mod:`k8s.readiness`), else 503;
 - ``/healthz``: 200 while the event loop runs and the hypervisor socket answers, else 503;
 - ``/metrics``: the daemon's Prometheus registry, text format.
 

@@ -2,8 +2,10 @@
 fields (the pod network, the instance, the VXLAN id inside the pod network, the attempt).
 
 Records are JSON-serialisable (``to_json`` / ``from_json``) so that the state store can keep
-them across restarts. Version 2 is written; version 1 (which kept the pod VM's ``apf.json``
-text instead of the pod network) is still read, so that a rolling update loses no pod. A
+them across restarts. Version 2 is written (``peerpod`` was added to it later: a record
+without it reads as having none, and an older reader ignores it); version 1 (which kept the
+pod VM's ``apf.json`` text instead of the pod network) is still read, so that a rolling
+update loses no pod. A
 record carries the rendered user-data, which holds the VM's TLS server key: whoever persists
 it must write it with mode 0600.
 """
@@ -56,6 +58,7 @@ class SandboxRecord:
     tunnel: bool = False  # the worker end of the tunnel may exist
     attempt: int = 0  # InstanceRequest.attempt of the next (or current) creation
     server_name: str = ""  # TLS name the forwarder's certificate must carry ("" without TLS)
+    peerpod: str = ""  # the instance's PeerPod object, to release after the delete ("": none)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> SandboxRecord:

@@ -170,10 +170,27 @@ class Sandbox(SandboxCore):
             self._step(Event.SETTLE)
             raise
         self._step(Event.INSTANCE_CREATED, instance_id=instance.id,
-                   instance_ips=tuple(str(ip) for ip in instance.ips))
+                   instance_ips=tuple(str(ip) for ip in instance.ips),
+                   peerpod=self._own_peerpod(instance.id))
         log.info("sandbox=%s: instance %s (%s) created, ips %s", self.id, instance.id,
                  instance.name, ",".join(self._record.instance_ips) or "-")
         return instance
+
+    def _own_peerpod(self, instance_id: str) -> str:
+        """Name (and create, in the background) the PeerPod of a new instance."""
+        objects, record = self._ctx.pod_objects, self._record
+        if objects is None:
+            return ""
+        return objects.instance_created(record.pod_namespace, record.pod_name, instance_id)
+
+    def _release_peerpod(self) -> dict[str, str]:
+        """Record changes once the recorded instance is deleted: its PeerPod goes too."""
+        name = self._record.peerpod
+        if not name:
+            return {}
+        if self._ctx.pod_objects is not None:
+            self._ctx.pod_objects.instance_deleted(self._record.pod_namespace, name)
+        return {"peerpod": ""}
 
     async def _create_instance(self) -> Instance:
         record = self._record
@@ -232,7 +249,7 @@ class Sandbox(SandboxCore):
                 log.error("sandbox=%s: instance %s could not be deleted; keeping the record so "
                           "StopVM can retry: %s", self.id, instance_id, exc)
             else:
-                self._step(Event.INSTANCE_DELETED, save=False)
+                self._step(Event.INSTANCE_DELETED, save=False, **self._release_peerpod())
         self._step(Event.SETTLE)
 
     def recover(self) -> None:
@@ -294,7 +311,7 @@ class Sandbox(SandboxCore):
                                instance_ips=())
                 break
             if instance_id == recorded_id:
-                self._step(Event.INSTANCE_DELETED, save=False)
+                self._step(Event.INSTANCE_DELETED, save=False, **self._release_peerpod())
             else:
                 self._record = self._record.replace(attempt=self._record.attempt + 1)
         self._step(Event.SETTLE)
@@ -330,7 +347,7 @@ class Sandbox(SandboxCore):
                     f"{self._ctx.config.delete_retry.attempts} attempts: {exc}; the sandbox "
                     "is kept so that StopVM can be retried"
                 ) from exc
-            self._step(Event.INSTANCE_DELETED, save=False)
+            self._step(Event.INSTANCE_DELETED, save=False, **self._release_peerpod())
         if self._state.holds.tunnel and not await self._teardown():
             self._step(Event.SETTLE)
             log.warning("sandbox=%s: stopped, but its tunnel is kept recorded for a retry "

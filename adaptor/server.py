@@ -21,14 +21,17 @@ import os
 import socket
 import tempfile
 from dataclasses import dataclass
+from typing import Protocol
 
 from adaptor.cloudconfig import validate_default_initdata
 from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir, unsupported
 from adaptor.errors import InvalidRequest
+from adaptor.lifecycle import PodObjects
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
 from adaptor.metrics import InstrumentedProvider, Metrics
 from adaptor.network.base import WorkerNetwork
 from adaptor.probe import ProbeServer
+from adaptor.record import SandboxRecord
 from adaptor.restore import RestoreReport, restore
 from adaptor.service import HYPERVISOR_SERVICE, HypervisorService
 from adaptor.store import SandboxStore
@@ -55,6 +58,19 @@ class Prepared:
     tls: AgentTLS
     default_initdata: str
     node_name: str
+
+
+class Cluster(Protocol):
+    """The Kubernetes integration (:class:`k8s.cluster.Cluster`): started with the daemon,
+    consulted by CreateVM (``auth.json``), by the sandboxes (PeerPods) and by ``/startup``."""
+
+    @property
+    def pod_objects(self) -> PodObjects: ...
+    def start(self) -> None: ...
+    def restored(self, records: list[SandboxRecord]) -> None: ...
+    async def auth_json(self, pod_namespace: str, pod_name: str) -> str | None: ...
+    async def startup_ready(self) -> tuple[bool, str]: ...
+    async def aclose(self) -> None: ...
 
 
 def prepare(settings: AdaptorSettings) -> Prepared:
@@ -131,6 +147,7 @@ class Daemon:
         delete_retry: RetryPolicy | None = None,
         probe_host: str = PROBE_HOST,
         direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
+        cluster: Cluster | None = None,
     ) -> None:
         self.settings = settings
         self._direct_volumes_dir = direct_volumes_dir
@@ -140,6 +157,7 @@ class Daemon:
         self._network = network
         self._delete_retry = delete_retry or RetryPolicy()
         self._probe_host = probe_host
+        self._cluster = cluster
         self._server: Server | None = None
         self._socket_id: tuple[int, int] | None = None
         self._probe: ProbeServer | None = None
@@ -198,6 +216,9 @@ class Daemon:
             await server.shutdown(grace=0)
             raise StartupError(f"cannot listen on {path}: {exc}") from None
         self._server = server
+        if self._cluster is not None:
+            self._cluster.restored(manager.records())
+            self._cluster.start()
         self.sweeper = OrphanSweeper(
             self.provider, manager, self.store,
             node_name=self._prepared.node_name,
@@ -232,6 +253,8 @@ class Daemon:
             catalogue=catalogue,
             store=self.store,
             metrics=self.metrics,
+            auth_source=self._cluster.auth_json if self._cluster is not None else None,
+            pod_objects=self._cluster.pod_objects if self._cluster is not None else None,
         )
         self.metrics.add_gauge("sandboxes", "sandboxes known to the adaptor, by state",
                                "state", manager.counts_by_state)
@@ -255,7 +278,10 @@ class Daemon:
     async def _startup_check(self) -> tuple[bool, str]:
         if not self.started:
             return False, "starting: restoring sandboxes"
-        return await self._socket_answers()
+        ok, text = await self._socket_answers()
+        if ok and self._cluster is not None:
+            return await self._cluster.startup_ready()
+        return ok, text
 
     async def _health_check(self) -> tuple[bool, str]:
         if self._server is None:
@@ -276,6 +302,8 @@ class Daemon:
             await server.shutdown(grace=self.settings.shutdown_grace_period.total_seconds())
         if self.manager is not None:
             await self.manager.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()
         await self.provider.aclose()
         if owned and self.owns_socket():
             with contextlib.suppress(OSError):

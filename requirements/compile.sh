@@ -11,7 +11,7 @@
 #                  install of this project without build isolation, under the same hashes)
 #   runtime.txt    the runtime dependencies (scripts/install.sh)
 #   test.txt       runtime + the test extras, aws and libvirt included (.ci/run)
-#   image.txt      runtime + the aws, azure, gcp and libvirt extras (Dockerfile)
+#   image.txt      runtime + the aws, azure, gcp, libvirt and kube extras (Dockerfile)
 #   podvm.txt      runtime + the guest extra (the pod VM image, podvm-image/build)
 # runtime.txt, image.txt and podvm.txt are constrained to test.txt, so a package they share has the same
 # version everywhere. Install one with
@@ -28,6 +28,6 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     -o requirements/runtime.txt
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
-    --extra aws --extra azure --extra gcp --extra libvirt -o requirements/image.txt
+    --extra aws --extra azure --extra gcp --extra libvirt --extra kube -o requirements/image.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     --extra guest -o requirements/podvm.txt

@@ -1,8 +1,9 @@
 """deploy/ renders, and its RBAC grants exactly what the code uses of the Kubernetes API.
 
-Today the code makes no Kubernetes API call: the adaptor's ServiceAccount is granted nothing
-and mounts no token. When code starts calling the API, ``API_CLIENT_MARKERS`` finds it and
-these tests fail until deploy/base/rbac.yaml and ``GRANTED`` say what it needs.
+The adaptor's Kubernetes integration (``k8s/``) calls the API: ``GRANTED`` is what it calls,
+and tests/k8s/test_rbac.py checks both ServiceAccounts' rules against the calls the code
+makes on a recording API server. Code that starts calling the API elsewhere is found by
+``API_CLIENT_MARKERS``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.deploy.render import (
 
 SERVICE_ACCOUNT = "cloud-api-adaptor"
 CODE_PACKAGES = (
-    "protocols", "runtime", "podnetwork", "adaptor", "forwarder", "providers", "webhook",
+    "protocols", "runtime", "podnetwork", "adaptor", "forwarder", "providers", "webhook", "k8s",
 )
 # what in-cluster API access looks like in Python: the token path, the service host
 # variable, the client libraries
@@ -38,7 +39,13 @@ API_CLIENT_MARKERS = (
 )
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 # (apiGroup, resource, verb) granted to the adaptor: exactly what the code calls
-GRANTED: set[tuple[str, str, str]] = set()
+GRANTED: set[tuple[str, str, str]] = {
+    ("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status", "patch"),
+    ("", "pods", "get"), ("", "pods", "list"), ("", "serviceaccounts", "get"),
+    ("", "secrets", "get"),
+    ("confidentialcontainers.org", "peerpods", "create"),
+    ("confidentialcontainers.org", "peerpods", "patch"),
+}
 
 
 def granted_rules(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -100,7 +107,7 @@ def test_no_code_calls_the_kubernetes_api_without_rbac() -> None:
     )
 
 
-def test_the_adaptor_mounts_no_token_while_nothing_is_granted() -> None:
+def test_the_adaptor_mounts_a_token_exactly_when_granted_something() -> None:
     docs = files_of(DEPLOY / "base")
     account = only(docs, "ServiceAccount", SERVICE_ACCOUNT)
     assert account["metadata"]["namespace"] == NAMESPACE
