@@ -22,7 +22,8 @@ from forwarder.apf.interceptor import CLOUD_VOLUMES_KEY, Interceptor
 from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import mount_points
 from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import Client, Server
+from protocols.ttrpc import Client
+from protocols.ttrpc.relay import RelayServer
 from tests.forwarder.apf.helpers import FakeAgent
 
 CRYPTSETUP = shutil.which("cryptsetup") or "/usr/sbin/cryptsetup"
@@ -150,8 +151,7 @@ async def pod_vm(vm: Disks, agent: FakeAgent, cdh_socket: str = "") -> AsyncIter
                         dial_delay=0.01))
     interceptor = Interceptor(relay, pod_netns="/run/netns/podns", pod="default/db",
                               is_mounted=lambda path: True, cloud_volumes=volumes)
-    server = Server()
-    interceptor.register(server)
+    server = RelayServer(interceptor.policy())
     path = str(vm.root / f"fwd{next(_ids)}.sock")
     await server.start_unix(path)
     try:
