@@ -84,9 +84,11 @@ RUN set -eu; \
         rm -rf /var/lib/apt/lists/*; \
     fi
 COPY --from=deps /opt/peerpods /opt/peerpods
-# The project on top, in a small layer of its own.
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
-    /opt/peerpods/bin/pip install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
+# The project on top, in small layers of its own. (COPY, not a bind mount: a layer cache
+# tells a copied file's new content, but not a mounted one's.)
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/peerpods/bin/pip install --no-cache-dir --no-index --no-deps /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels \
  && for script in $(/opt/peerpods/bin/python -c 'from importlib.metadata import distribution; \
         print(" ".join(e.name for e in distribution("peerpods").entry_points \
                        if e.group == "console_scripts"))'); do \

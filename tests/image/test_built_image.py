@@ -184,3 +184,27 @@ def test_runs_as_root_with_the_project_in_a_venv(image: MountedImage) -> None:
     assert "include-system-site-packages = false" in cfg
     link = Path("/opt/peerpods/bin/cloud-api-adaptor")
     assert (image.root / "usr" / "local" / "bin" / "cloud-api-adaptor").readlink() == link
+
+
+def test_the_installed_sources_are_this_trees(image: MountedImage) -> None:
+    """Every module of the tree is in the image as it is here (a stale layer cache would
+    leave older ones); only the COMMIT line of adaptor/cli.py is the build's."""
+    site = next((image.root / "opt" / "peerpods" / "lib").glob("python3.*/site-packages"))
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    checked, differ = 0, []
+    for top in (p.rstrip("*") for p in packages):
+        for source in sorted((REPO / top).rglob("*.py")):
+            relative = source.relative_to(REPO)
+            installed = site / relative
+            if not installed.is_file():
+                differ.append(f"{relative} (missing)")
+                continue
+            ours, theirs = source.read_text(), installed.read_text()
+            if relative == Path("adaptor/cli.py"):
+                ours, theirs = (re.sub(r'^COMMIT = ".*"', "COMMIT", text, flags=re.MULTILINE)
+                                for text in (ours, theirs))
+            checked += 1
+            if ours != theirs:
+                differ.append(str(relative))
+    assert checked > 100
+    assert not differ, f"the image's modules differ from the tree's: {differ[:10]}"
