@@ -1,8 +1,8 @@
 # Images of this project, Debian 12 with Python 3.11, two targets:
 #   cloud-api-adaptor  the DaemonSet's image (the default, last target): the adaptor, the
 #                      entrypoint upstream's Helm chart runs (/usr/local/bin/entrypoint.sh),
-#                      every cloud provider's SDK, iptables/iproute2, libvirt0, and ssh for
-#                      qemu+ssh:// libvirt URIs
+#                      every cloud provider's SDK, iptables (on the node's backend) and
+#                      iproute2, libvirt0, and ssh for qemu+ssh:// libvirt URIs
 #   peerpods-ctrl      the same install for the PeerPod cleanup controller (peerpod-ctrl, the
 #                      default command) and the admission webhook (peerpods-webhook)
 #
@@ -106,4 +106,13 @@ CMD ["peerpod-ctrl"]
 
 FROM runtime AS cloud-api-adaptor
 COPY image/entrypoint.sh /usr/local/bin/entrypoint.sh
+# iptables uses the node's backend, nft or legacy: image/iptables-wrapper, as the
+# alternative for iptables and ip6tables until its first call chooses the real one.
+COPY image/iptables-wrapper /usr/sbin/iptables-wrapper
+RUN for command in iptables ip6tables; do \
+        update-alternatives --install "/usr/sbin/$command" "$command" \
+            /usr/sbin/iptables-wrapper 100 \
+            --slave "/usr/sbin/$command-restore" "$command-restore" /usr/sbin/iptables-wrapper \
+            --slave "/usr/sbin/$command-save" "$command-save" /usr/sbin/iptables-wrapper; \
+    done
 ENTRYPOINT ["cloud-api-adaptor"]
