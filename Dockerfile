@@ -63,6 +63,7 @@ COPY adaptor adaptor
 COPY forwarder forwarder
 COPY providers providers
 COPY guest guest
+COPY webhook webhook
 # COMMIT: what `cloud-api-adaptor version` prints as the commit (a git revision)
 ARG COMMIT=unknown
 RUN set -eu; \

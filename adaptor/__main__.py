@@ -19,6 +19,7 @@ from adaptor.config import AdaptorSettings
 from adaptor.logformat import JsonFormatter, TextFormatter
 from adaptor.network.base import WorkerNetwork
 from adaptor.server import Daemon, StartupError, prepare
+from adaptor.volumes import DIRECT_VOLUMES_DIR
 from providers import registry
 from providers.base import ProviderError
 from runtime import aio, sdnotify
@@ -64,10 +65,14 @@ NetworkFactory = Callable[[AdaptorSettings], WorkerNetwork]
 
 
 async def run(
-    command: RunCommand, env: Mapping[str, str], make_network: NetworkFactory | None = None
+    command: RunCommand,
+    env: Mapping[str, str],
+    make_network: NetworkFactory | None = None,
+    direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
 ) -> int:
     """Run the daemon until SIGINT/SIGTERM. ``make_network`` replaces the worker network
-    that ``TUNNEL_TYPE`` chooses (tests)."""
+    that ``TUNNEL_TYPE`` chooses (tests); ``direct_volumes_dir`` is Kata's direct-volume
+    directory (tests point it elsewhere)."""
     settings = command.settings
     try:
         prepared = prepare(settings)
@@ -87,7 +92,8 @@ async def run(
     except ProviderError as exc:
         log.error("startup failed: provider %s: %s", command.provider, exc)
         return 1
-    daemon = Daemon(settings, provider, prepared=prepared, network=network)
+    daemon = Daemon(settings, provider, prepared=prepared, network=network,
+                    direct_volumes_dir=direct_volumes_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -121,11 +127,13 @@ def main(
     *,
     loader: Loader = registry.load,
     make_network: NetworkFactory | None = None,
+    direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
 ) -> int:
     """The command line entry point. ``loader`` maps a provider name to its package (default:
     :mod:`providers.registry`); ``make_network`` builds the worker network instead of the one
     ``TUNNEL_TYPE`` names. Both exist so that tests can run the real entry point with test
-    doubles, without patching modules."""
+    doubles, without patching modules; so does ``direct_volumes_dir``, where the CSI drivers
+    publish the pod's block volumes (upstream has no setting for it)."""
     args = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if env is None else env
     try:
@@ -139,7 +147,7 @@ def main(
             print(command.text, end="")
         return command.status
     configure_logging(command.settings.log_format, command.settings.log_level)
-    return aio.run(run(command, environ, make_network))
+    return aio.run(run(command, environ, make_network, direct_volumes_dir))
 
 
 if __name__ == "__main__":

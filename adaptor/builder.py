@@ -18,6 +18,7 @@ from adaptor.network.base import WorkerNetwork
 from adaptor.record import APF_COPY_NAME, SOCKET_NAME, SandboxRecord
 from adaptor.store import write_private
 from adaptor.tls import AgentTLS
+from adaptor.volumes import DIRECT_VOLUMES_DIR, pod_volumes
 from protocols import apf
 from providers.base import InstanceSpec
 
@@ -38,7 +39,9 @@ class SandboxBuilder:
         network: WorkerNetwork,
         tls: AgentTLS,
         auth_source: AuthSource | None,
+        direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
     ) -> None:
+        self._direct_volumes_dir = direct_volumes_dir
         self._pods_dir = pods_dir
         self._node_name = node_name
         self._enable_scratch_space = enable_scratch_space
@@ -60,8 +63,17 @@ class SandboxBuilder:
             gpus=res.gpus,
             gpu_model=res.gpu_model,
             image=res.image or None,
+            volumes=self._volumes(sandbox_id, annotations),
             multi_nic=self._ext_network_via_podvm,
         )
+
+    def _volumes(self, sandbox_id: str, annotations: Mapping[str, str]) -> tuple[str, ...]:
+        """Upstream's ``GetCSIVolumesForPod``: the disk ids of the pod's CSI block volumes."""
+        disks = tuple(v.disk_id for v in pod_volumes(self._direct_volumes_dir, annotations))
+        if disks:
+            log.info("sandbox=%s: Found %d CSI volumes to attach to PodVM", sandbox_id,
+                     len(disks))
+        return disks
 
     async def build(
         self,

@@ -14,6 +14,7 @@ from adaptor.instancetype import select_instance_type
 from adaptor.network.base import WorkerNetwork
 from adaptor.store import SandboxStore
 from adaptor.tls import AgentTLS
+from adaptor.volumes import DIRECT_VOLUMES_DIR
 from providers.base import InstanceSpec, InstanceTypeCatalogue, Provider, ProviderError
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class ManagerConfig:
     enable_scratch_space: bool = False
     ext_network_via_podvm: bool = False
     default_initdata: str = ""
+    direct_volumes_dir: str = DIRECT_VOLUMES_DIR
     delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 

@@ -79,7 +79,8 @@ class SandboxManager:
                                        ext_network_via_podvm=config.ext_network_via_podvm,
                                        default_initdata=config.default_initdata,
                                        network=network, tls=tls,
-                                       auth_source=auth_source)
+                                       auth_source=auth_source,
+                                       direct_volumes_dir=config.direct_volumes_dir)
         self._sandboxes: dict[str, Sandbox] = {}
         self._building: dict[str, asyncio.Future[None]] = {}
         self._changed = asyncio.Event()

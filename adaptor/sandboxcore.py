@@ -80,6 +80,7 @@ class SandboxCore:
                             record.server_name or None),
             proxy_timeout=ctx.config.proxy_timeout,
             metrics=ctx.metrics,
+            direct_volumes_dir=ctx.config.direct_volumes_dir,
         )
 
     async def _wait_cleanup(self) -> None:

@@ -35,6 +35,7 @@ from adaptor.store import SandboxStore
 from adaptor.sweep import OrphanSweeper
 from adaptor.tls import MANUAL_SERVER_NAME, AgentTLS
 from adaptor.tlsstate import TLSStateError
+from adaptor.volumes import DIRECT_VOLUMES_DIR
 from protocols.kata import hypervisor_pb2
 from protocols.ttrpc import Client, ConnectionClosed, Server, TTRPCError
 from providers.base import ConfigError, InstanceTypeCatalogue, Provider
@@ -129,8 +130,10 @@ class Daemon:
         network: WorkerNetwork | None = None,
         delete_retry: RetryPolicy | None = None,
         probe_host: str = PROBE_HOST,
+        direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
     ) -> None:
         self.settings = settings
+        self._direct_volumes_dir = direct_volumes_dir
         self.metrics = Metrics()
         self.provider: Provider = InstrumentedProvider(provider, self.metrics)
         self._prepared = prepared or prepare(settings)
@@ -220,6 +223,7 @@ class Daemon:
                 enable_scratch_space=settings.enable_scratch_space,
                 ext_network_via_podvm=settings.ext_network_via_podvm,
                 default_initdata=self._prepared.default_initdata,
+                direct_volumes_dir=self._direct_volumes_dir,
                 delete_retry=self._delete_retry,
             ),
             provider=self.provider,

@@ -13,9 +13,13 @@ Rows:
 For each row: grpc.Health/Check p50/p99 of sequential calls; 20 concurrent Checks while one
 WaitProcess blocks on the same connection (p50/p99 and wall time per round of 20); ReadStdout
 of 16 MiB in 1 MiB calls (best of 5, MB/s). Ratios are to the direct row of the same run.
+``--plain`` adds a fourth row, proxy + forwarder without TLS (the forwarder with
+``-disable-tls``), to tell the cost of TLS from the cost of the relays. The CPU time each hop
+used during its row is printed after the table.
 Go programs: tests/interop/go/bin/ttrpc-peer (built by .ci/setup.d/20-go-interop.sh).
 With ``--profile-dir DIR`` py-spy (if installed) samples the proxy and the forwarder during the
-measurements and leaves their collapsed stacks there (``proxy.txt``, ``forwarder.txt``).
+measurements and leaves their collapsed stacks there (``proxy.txt``, ``forwarder.txt``);
+``DATAPATH_SPY_FLAGS=--native`` adds native frames (system calls) to them.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 from runtime import aio
 from tests.forwarder.apf.helpers import SERVER_NAME, Pki, make_pki
 
+_SPY_EXTRA = os.environ.get("DATAPATH_SPY_FLAGS", "").split()  # e.g. --native
 PEER = Path(__file__).resolve().parent.parent / "tests" / "interop" / "go" / "bin" / "ttrpc-peer"
 
 
@@ -63,9 +68,9 @@ def _spy(pid: int, profile: Path | None, name: str) -> subprocess.Popen[bytes] |
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if profile is None or spy is None:
         return None
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "-r", "500", "-f", "raw", "-o",
-                             str(profile / f"{name}.txt")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "-r", "500", "-f", "raw",
+                             *_SPY_EXTRA, "-o", str(profile / f"{name}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _unspy(spy: subprocess.Popen[bytes] | None) -> None:
@@ -90,16 +95,23 @@ def _print_profile(path: Path, top: int = 8) -> None:
         print(f"  {100 * count / total:5.1f}%  {name}")
 
 
-def _forwarder(tmp: str, pki: Pki, agent: str) -> tuple[subprocess.Popen[bytes], int]:
-    config = Path(tmp) / "apf.json"
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _forwarder(tmp: str, pki: Pki, agent: str,
+               tls: bool = True) -> tuple[subprocess.Popen[bytes], int]:
+    config = Path(tmp) / ("apf.json" if tls else "apf-plain.json")
     config.write_text(pki.apf_json())
-    notify_path = str(Path(tmp) / "notify.sock")
+    notify_path = str(Path(tmp) / ("notify.sock" if tls else "notify-plain.sock"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     notify.settimeout(30)
     proc = subprocess.Popen(
         [sys.executable, "-m", "forwarder.apf_main", "-config", str(config), "-listen",
-         "127.0.0.1:0", "-kata-agent-socket", agent],
+         "127.0.0.1:0", "-kata-agent-socket", agent, *([] if tls else ["-disable-tls"])],
         env=dict(os.environ, NOTIFY_SOCKET=notify_path), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
@@ -115,8 +127,11 @@ async def _proxy_main(socket_path: str, port: int, pem_dir: str) -> None:
     from runtime.tlsprofile import client_context
 
     pems = Path(pem_dir)
-    context = client_context((pems / "client.crt").read_text(),
-                             (pems / "client.key").read_text(), (pems / "ca.crt").read_text())
+    context = None
+    if (pems / "client.crt").exists():  # else the forwarder runs with -disable-tls
+        context = client_context((pems / "client.crt").read_text(),
+                                 (pems / "client.key").read_text(),
+                                 (pems / "ca.crt").read_text())
     dialer = ForwarderDialer("bench", "127.0.0.1", port, context, SERVER_NAME)
     proxy = AgentProxy("bench", socket_path, dialer, proxy_timeout=30)
     await proxy.start()
@@ -135,23 +150,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _row_python(tmp: str, agent: str, args: argparse.Namespace) -> dict[str, float]:
+def _row_python(tmp: str, agent: str, args: argparse.Namespace,
+                tls: bool = True) -> dict[str, float]:
     pki = make_pki()
-    profile = Path(args.profile_dir) if args.profile_dir else None
-    forwarder, port = _forwarder(tmp, pki, agent)
-    pems = Path(tmp) / "pems"
+    profile = Path(args.profile_dir) if args.profile_dir and tls else None
+    forwarder, port = _forwarder(tmp, pki, agent, tls)
+    pems = Path(tmp) / ("pems" if tls else "no-pems")
     pems.mkdir()
-    (pems / "client.crt").write_text(pki.client.cert_pem)
-    (pems / "client.key").write_text(pki.client.key_pem)
-    (pems / "ca.crt").write_text(pki.ca.cert_pem)
-    sock = str(Path(tmp) / "proxy" / "agent.ttrpc")
+    if tls:
+        (pems / "client.crt").write_text(pki.client.cert_pem)
+        (pems / "client.key").write_text(pki.client.key_pem)
+        (pems / "ca.crt").write_text(pki.ca.cert_pem)
+    sock = str(Path(tmp) / ("proxy" if tls else "proxy-plain") / "agent.ttrpc")
     proxy = subprocess.Popen([sys.executable, __file__, "--serve-proxy", sock, str(port),
                               str(pems)], stdout=subprocess.DEVNULL)
     spies = []
     try:
         _wait_path(sock, proxy, "agent proxy")
         spies = [_spy(proxy.pid, profile, "proxy"), _spy(forwarder.pid, profile, "forwarder")]
-        return _client(f"unix:{sock}", args.calls, args.rounds)
+        cpu = _cpu(proxy.pid), _cpu(forwarder.pid)
+        result = _client(f"unix:{sock}", args.calls, args.rounds)
+        result["proxy_cpu_s"] = _cpu(proxy.pid) - cpu[0]
+        result["forwarder_cpu_s"] = _cpu(forwarder.pid) - cpu[1]
+        return result
     finally:
         for spy in spies:
             _unspy(spy)
@@ -176,13 +197,22 @@ def bench(args: argparse.Namespace) -> None:
             procs.append(subprocess.Popen([str(PEER), "relay", "--address", f"unix:{hop1}",
                                            "--upstream", f"unix:{hop2}"]))
             _wait_path(hop1, procs[-1], "Go relay")
-            rows.append(("two Go byte relays (no TLS)",
-                         _client(f"unix:{hop1}", args.calls, args.rounds)))
+            cpu = _cpu(procs[-1].pid), _cpu(procs[-2].pid)
+            relays = _client(f"unix:{hop1}", args.calls, args.rounds)
+            relays["proxy_cpu_s"] = _cpu(procs[-1].pid) - cpu[0]
+            relays["forwarder_cpu_s"] = _cpu(procs[-2].pid) - cpu[1]
+            rows.append(("two Go byte relays (no TLS)", relays))
             rows.append(("proxy + forwarder (mTLS)", _row_python(tmp, agent, args)))
+            if args.plain:
+                rows.append(("proxy + forwarder (no TLS)",
+                             _row_python(tmp, agent, args, tls=False)))
         finally:
             for proc in reversed(procs):
                 _stop(proc)
     _print(rows, args)
+    for name, r in rows[1:]:
+        print(f"CPU used by the hops of '{name}': first {r['proxy_cpu_s']:.2f}s, second "
+              f"{r['forwarder_cpu_s']:.2f}s")
     if args.profile_dir:
         for name in ("proxy", "forwarder"):
             _print_profile(Path(args.profile_dir) / f"{name}.txt")
@@ -210,6 +240,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--profile-dir", default="")
+    parser.add_argument("--plain", action="store_true",
+                        help="also measure proxy + forwarder without TLS (-disable-tls)")
     parser.add_argument("--serve-proxy", nargs=3, metavar=("SOCKET", "PORT", "PEM_DIR"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     prog = os.path.basename(sys.argv[0]) if argv is None else PROGRAM_NAME
     try:
-        options, wants_help = parse_options(args)
+        options, wants_help = parse_options(args, os.environ)
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n{usage()}")
         return 1

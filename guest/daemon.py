@@ -7,10 +7,13 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from guest.addr import prepare_listen_path
 from protocols.ttrpc import Server
+from runtime.errors import PeerPodsError
 
 LEVELS = {
     "trace": logging.DEBUG,
@@ -57,3 +60,15 @@ async def serve_unix(server: Server, path: Path) -> None:
 def _remove_socket(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def run_main(name: str, main: Coroutine[Any, Any, None]) -> int:
+    """Run a daemon's ``main``: exit status 0, or 1 after logging ``<name>: <error>`` for a
+    PeerPodsError or OSError (handlers are set up if the daemon had not got that far)."""
+    try:
+        asyncio.run(main)
+    except (PeerPodsError, OSError) as exc:
+        logging.basicConfig()
+        logging.getLogger(name).error("%s: %s", name, exc)
+        return 1
+    return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from guest.aa import config as aa_config
 from guest.aa.agent import KBS, AttestationAgent
 from guest.addr import AA_SOCKET, CDH_SOCKET, unix_path
 from guest.api_server.backends import AaBackend, BackendError, CdhBackend
-from guest.attesters.detect import AUTO, CHOICES, make_attester
+from guest.attesters.detect import AUTO, CHOICES, make_attester, platform_from_env
 from guest.kbs.keys import DEFAULT_ALGORITHM
 from guest.kbs.resource_uri import ResourceUri
 from guest.kbs.token import Token
@@ -70,7 +71,7 @@ def _claims(message: bytes) -> dict[str, Any]:
 
 
 async def _attest(args: argparse.Namespace) -> Any:
-    agent = AttestationAgent(_config(args), make_attester(args.tee))
+    agent = AttestationAgent(_config(args), make_attester(args.tee, platform_from_env(os.environ)))
     try:
         return _claims(await agent.get_token(KBS))
     finally:
@@ -87,7 +88,9 @@ async def _token(args: argparse.Namespace) -> Any:
 
 async def _resource(args: argparse.Namespace) -> bytes:
     if args.kbs:
-        agent = AttestationAgent(_config(args), make_attester(args.tee))
+        agent = AttestationAgent(
+            _config(args), make_attester(args.tee, platform_from_env(os.environ))
+        )
         try:
             client = await agent.kbs_client()
             return await client.get_resource(ResourceUri.parse(args.uri))
@@ -101,7 +104,7 @@ async def _resource(args: argparse.Namespace) -> bytes:
 
 
 async def _evidence(args: argparse.Namespace) -> Any:
-    attester = make_attester(args.tee)
+    attester = make_attester(args.tee, platform_from_env(os.environ))
     return {"tee": attester.tee, "evidence": await attester.evidence(args.runtime_data.encode())}
 
 

@@ -70,8 +70,10 @@ class InstanceSpec:
     instance types, such as libvirt). ``vcpus`` and ``memory_mib`` are the annotation values
     (0 when absent); so are ``gpus`` and ``gpu_model``. ``image`` is the image override
     annotation, ``None`` when absent. ``multi_nic`` asks for a second NIC
-    (``EXTERNAL_NETWORK_VIA_PODVM``). ``volumes`` is filled by nobody yet and is refused by
-    every provider; it stays only until sandbox records stop carrying it.
+    (``EXTERNAL_NETWORK_VIA_PODVM``). ``volumes`` are the disk ids of the pod's CSI block
+    volumes, in LUN order (volume N is the annotation's ``vol-N``): a provider that
+    honours them attaches each one to the VM before ``create_instance`` returns, and leaves
+    the disks intact (detached) when the instance is deleted.
 
     A provider honours every field that differs from its default, or refuses the request
     with :class:`InvalidSpec` naming the field (:func:`providers.kit.refuse_unsupported`).

@@ -11,8 +11,7 @@
 #                  install of this project without build isolation, under the same hashes)
 #   runtime.txt    the runtime dependencies (scripts/install.sh)
 #   test.txt       runtime + the test extras, aws and libvirt included (.ci/run)
-#   image.txt      runtime + every extra but test and codegen: the providers' SDKs
-#                  (aws, azure, gcp, libvirt) and the guest side (Dockerfile)
+#   image.txt      runtime + the aws, azure, gcp, libvirt and guest extras (Dockerfile)
 #   podvm.txt      runtime + the guest extra (the pod VM image, podvm-image/build)
 # runtime.txt, image.txt and podvm.txt are constrained to test.txt, so a package they share has the same
 # version everywhere. Install one with
@@ -28,12 +27,9 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml --extra test -o requirements/test.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     -o requirements/runtime.txt
-# image.txt: every extra but test and codegen, so that every console script works in the image
-image_extras=$("${PYTHON:-python3}" -c 'import tomllib
-extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
-print(" ".join(f"--extra {name}" for name in sorted(extras) if name not in ("test", "codegen")))')
-# shellcheck disable=SC2086  # one word per option
+# image.txt: the providers' SDKs and the guest extra, so that every console script works in
+# the images (tpm is the pod VM's alone: it builds against libtss2-dev)
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
-    $image_extras -o requirements/image.txt
+    --extra aws --extra azure --extra gcp --extra libvirt --extra guest -o requirements/image.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     --extra guest -o requirements/podvm.txt

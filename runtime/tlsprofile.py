@@ -229,6 +229,9 @@ def server_context(
     signed (mutual TLS); without it no client certificate is asked for."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     profile.apply(context)
+    # No client resumes sessions (each dial is a full handshake): TLS 1.3 session tickets
+    # would only cost two more records on every new connection.
+    context.num_tickets = 0
     load_cert_chain_pem(context, cert_pem, key_pem)
     if client_ca_pem:
         _load_ca(context, client_ca_pem, "client CA")

@@ -9,13 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from adaptor.errors import AdaptorError
 from protocols.ttrpc import Client
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+T = TypeVar("T")
 
 INITIAL_DELAY = 0.1
 # Upstream caps the backoff at 5 s; a pod VM that comes up just after a try then waits up to
@@ -50,8 +56,30 @@ class ForwarderDialer:
                 self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname
             )
 
+    async def open_once(self, factory: Callable[[], P], timeout: float = ATTEMPT_TIMEOUT) -> P:
+        """One connection whose protocol ``factory`` makes (TCP_NODELAY set)."""
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            kwargs["ssl"] = self.ssl_context
+            kwargs["server_hostname"] = self.server_hostname or self.host
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_connection(factory, self.host, self.port,
+                                                               **kwargs)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return protocol
+
     async def dial(self, timeout: float) -> Client:
         """Retry :meth:`connect_once` until it succeeds or ``timeout`` seconds pass."""
+        return await self._retry(timeout, self.connect_once)
+
+    async def dial_protocol(self, timeout: float, factory: Callable[[], P]) -> P:
+        """Retry :meth:`open_once` until it succeeds or ``timeout`` seconds pass."""
+        return await self._retry(timeout, lambda limit: self.open_once(factory, limit))
+
+    async def _retry(self, timeout: float, attempt_once: Callable[[float], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = INITIAL_DELAY
@@ -65,7 +93,7 @@ class ForwarderDialer:
             log.debug("sandbox=%s: dialing forwarder %s (attempt %d)", self.sandbox_id,
                       self.address, attempt)
             try:
-                client = await self.connect_once(min(ATTEMPT_TIMEOUT, remaining))
+                connection = await attempt_once(min(ATTEMPT_TIMEOUT, remaining))
             except ssl.SSLCertVerificationError as exc:
                 last = exc
                 log.warning(
@@ -83,7 +111,7 @@ class ForwarderDialer:
                     "sandbox=%s: connected to forwarder %s after %d attempt(s)",
                     self.sandbox_id, self.address, attempt,
                 )
-                return client
+                return connection
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

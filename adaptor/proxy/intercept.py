@@ -3,7 +3,9 @@
 ``CreateContainer`` is decoded: its mounts, storages and devices are logged in upstream's
 format (e2e tooling greps ``mount_point:... driver:image_guest_pull``), and a container whose
 OCI annotations ask for GPUs (``...hypervisor.default_gpus`` non-empty) gets the CDI
-annotation ``cdi.k8s.io/peer-pods: nvidia.com/gpu=all``.
+annotation ``cdi.k8s.io/peer-pods: nvidia.com/gpu=all``. The pod's CSI block volumes get
+the ``peerpodvolumes.target_path`` and ``cloud_volumes`` annotations
+(:mod:`adaptor.proxy.cloudvolumes`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 
 from google.protobuf.message import DecodeError
 
+from adaptor.proxy.cloudvolumes import Mount, annotate
+from adaptor.volumes import DIRECT_VOLUMES_DIR, VolumeError
 from protocols.kata import agent_pb2
 from protocols.ttrpc import Code, TTRPCError
 
@@ -25,8 +29,11 @@ DEFAULT_GPUS_ANNOTATION = "io.katacontainers.config.hypervisor.default_gpus"
 LOG_ONLY = ("CreateSandbox", "DestroySandbox", "StartContainer", "RemoveContainer", "SetPolicy")
 
 
-def rewrite_create_container(sandbox_id: str, payload: bytes) -> bytes:
-    """Log a CreateContainerRequest and apply the GPU rule; return the payload to forward."""
+def rewrite_create_container(
+    sandbox_id: str, payload: bytes, *, direct_volumes_dir: str = DIRECT_VOLUMES_DIR
+) -> bytes:
+    """Log a CreateContainerRequest, apply the GPU rule and add the volume annotations
+    (volumes found in ``direct_volumes_dir``); return the payload to forward."""
     request = agent_pb2.CreateContainerRequest()
     try:
         request.ParseFromString(payload)
@@ -59,7 +66,7 @@ def rewrite_create_container(sandbox_id: str, payload: bytes) -> bytes:
             "VM is not supported; use the nydus snapshotter's guest pull",
             sandbox_id, request.container_id, IMAGE_GUEST_PULL,
         )
-    changed = False
+    changed = _annotate_volumes(sandbox_id, request, direct_volumes_dir)
     if oci.Annotations.get(DEFAULT_GPUS_ANNOTATION, ""):
         oci.Annotations[CDI_ANNOTATION] = CDI_GPU_ALL
         changed = True
@@ -67,3 +74,13 @@ def rewrite_create_container(sandbox_id: str, payload: bytes) -> bytes:
             "sandbox=%s: adding CDI annotation %s: %s", sandbox_id, CDI_ANNOTATION, CDI_GPU_ALL
         )
     return request.SerializeToString() if changed else payload
+
+
+def _annotate_volumes(
+    sandbox_id: str, request: agent_pb2.CreateContainerRequest, directory: str
+) -> bool:
+    mounts = [Mount(m.source, m.destination) for m in request.OCI.Mounts]
+    try:
+        return annotate(sandbox_id, mounts, request.OCI.Annotations, directory)
+    except VolumeError as exc:
+        raise TTRPCError(Code.INVALID_ARGUMENT, f"CreateContainer: {exc}") from None

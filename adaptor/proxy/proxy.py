@@ -1,15 +1,18 @@
 """One sandbox's agent proxy.
 
 The shim connects (any number of times) to ``<pods-dir>/<sid>/agent.ttrpc``; every
-``grpc.AgentService`` and ``grpc.Health`` call is relayed over ONE ttrpc client connection to
-the pod VM's forwarder, payload bytes untouched, keeping service, method, metadata and the
-remaining deadline. Error statuses come back unchanged. The proxy adds no deadline of its own.
+``grpc.AgentService`` and ``grpc.Health`` call is relayed frame by frame to the pod VM's
+forwarder (:mod:`protocols.ttrpc.relay`): each shim connection gets its own forwarder
+connection, and frames pass both ways unchanged, stream ids, deadlines and metadata included.
+Only ``CreateContainer`` is decoded (see :mod:`adaptor.proxy.intercept`). Error statuses come
+back unchanged. The proxy adds no deadline of its own.
 
-Beyond upstream: when the forwarder connection drops, the call in flight fails with
+Beyond upstream: when the forwarder connection drops, the calls in flight fail with
 UNAVAILABLE and the next call dials again (bounded by its deadline, else the proxy timeout).
-After an adaptor restart, :meth:`AgentProxy.resume` listens at once and dials in the
-background. The proxy removes its socket file on close only if the file is still the one it
-bound (a newer adaptor may have taken the path over during a rolling update).
+The forwarder connection made by :meth:`AgentProxy.start` (the readiness check) serves the
+first shim connection. After an adaptor restart, :meth:`AgentProxy.resume` listens at once
+and dials in the background. The proxy removes its socket file on close only if the file is
+still the one it bound (a newer adaptor may have taken the path over during a rolling update).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import TYPE_CHECKING
 
 from adaptor.proxy.dialer import DialTimeout, ForwarderDialer
 from adaptor.proxy.intercept import LOG_ONLY, rewrite_create_container
-from protocols.ttrpc import CallContext, Client, Code, ConnectionClosed, Server, TTRPCError
+from adaptor.volumes import DIRECT_VOLUMES_DIR
+from protocols.ttrpc import CallContext, Code, TTRPCError
+from protocols.ttrpc.relay import RelayConnection, RelayPolicy, RelayServer, Upstream
 
 if TYPE_CHECKING:
     from adaptor.metrics import Metrics
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"
+CONNECTION_CLOSED = "connection to the pod VM's forwarder closed: ttrpc: closed"
 
 
 class AgentProxy:
@@ -44,15 +50,17 @@ class AgentProxy:
         *,
         proxy_timeout: float,
         metrics: Metrics | None = None,
+        direct_volumes_dir: str = DIRECT_VOLUMES_DIR,
     ) -> None:
         self.sandbox_id = sandbox_id
+        self._direct_volumes_dir = direct_volumes_dir
         self.socket_path = socket_path
         self._dialer = dialer
         self._proxy_timeout = proxy_timeout
         self._metrics = metrics
-        self._client: Client | None = None
+        self._spare: Upstream | None = None  # dialled, not yet given to a shim connection
         self._dial_lock = asyncio.Lock()
-        self._server: Server | None = None
+        self._server: RelayServer | None = None
         self._socket_id: tuple[int, int] | None = None
         self._warmup: asyncio.Task[None] | None = None
         self._closed = False
@@ -63,12 +71,16 @@ class AgentProxy:
 
     @property
     def upstream_connected(self) -> bool:
-        return self._client is not None and not self._client.closed
+        if self._spare is not None and self._spare.is_open:
+            return True
+        server = self._server
+        return server is not None and any(
+            conn.up is not None and conn.up.is_open for conn in server.connections)
 
     async def start(self, timeout: float | None = None) -> None:
         """Wait until the forwarder answers, then listen on the agent socket."""
         try:
-            self._client = await self._dial(self._proxy_timeout if timeout is None else timeout)
+            self._spare = await self._dial(self._proxy_timeout if timeout is None else timeout)
             await self._listen()
         except BaseException:
             await asyncio.shield(self.aclose())
@@ -90,10 +102,16 @@ class AgentProxy:
                  self.socket_path)
 
     async def _listen(self) -> None:
-        server = Server()
-        server.register_raw(AGENT_SERVICE, self._forward)
-        server.register_raw(HEALTH_SERVICE, self._forward)
-        server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self._create_container)
+        server = RelayServer(RelayPolicy(
+            services=frozenset({AGENT_SERVICE, HEALTH_SERVICE}),
+            connect=self._connect,
+            lost=CONNECTION_CLOSED,
+            hooks={"CreateContainer": self._create_container},
+            observed=frozenset(LOG_ONLY),
+            observe=self._observe,
+            on_lost=self._on_lost,
+            account=None if self._metrics is None else self._account,
+        ), on_idle=self._keep_spare)
         _prepare_socket_path(self.socket_path)
         await server.start_unix(self.socket_path, mode=0o600)
         self._server = server
@@ -104,26 +122,26 @@ class AgentProxy:
             if self._closed or self.upstream_connected:
                 return
             try:
-                client = await self._dial(self._proxy_timeout)
+                spare = await self._dial(self._proxy_timeout)
             except DialTimeout as exc:
                 log.warning("sandbox=%s: forwarder not reachable after restart: %s",
                             self.sandbox_id, exc)
                 return
             if self._closed:
-                await client.aclose()
+                spare.close()
                 return
-            self._client = client
+            self._spare = spare
 
-    async def _dial(self, timeout: float) -> Client:
+    async def _dial(self, timeout: float) -> Upstream:
         try:
-            client = await self._dialer.dial(timeout)
+            up = await self._dialer.dial_protocol(timeout, Upstream)
         except DialTimeout:
             if self._metrics is not None:
                 self._metrics.proxy_dials.labels("timeout").inc()
             raise
         if self._metrics is not None:
             self._metrics.proxy_dials.labels("ok").inc()
-        return client
+        return up
 
     @property
     def owns_socket(self) -> bool:
@@ -142,75 +160,67 @@ class AgentProxy:
                 await warmup
         owned = self.owns_socket
         server, self._server = self._server, None
-        client, self._client = self._client, None
+        spare, self._spare = self._spare, None
         if server is not None:
             await server.shutdown(grace=1.0)
-        if client is not None:
-            await client.aclose()
+        if spare is not None:
+            spare.close()
         if owned:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
         self._socket_id = None
 
-    async def _upstream(self, ctx: CallContext) -> Client:
-        client = self._client
-        if client is not None and not client.closed:
-            return client
-        async with self._dial_lock:
-            client = self._client
-            if client is not None and not client.closed:
-                return client
+    async def _connect(self, down: RelayConnection, deadline: float | None) -> Upstream:
+        """The forwarder connection for one shim connection (the readiness one, if open)."""
+        async with self._dial_lock:  # (a dial in the background may be making the spare)
+            spare, self._spare = self._spare, None
+            if spare is not None and spare.is_open:
+                return spare
             if self._closed:
                 raise TTRPCError(Code.UNAVAILABLE, "agent proxy is shutting down")
-            remaining = ctx.remaining()
-            timeout = self._proxy_timeout if remaining is None else remaining
-            log.info(
-                "sandbox=%s: forwarder connection lost; reconnecting to %s",
-                self.sandbox_id, self._dialer.address,
-            )
+            loop = asyncio.get_running_loop()
+            timeout = self._proxy_timeout if deadline is None else max(0.0, deadline - loop.time())
+            log.info("sandbox=%s: %s to %s", self.sandbox_id,
+                     "forwarder connection lost; reconnecting" if down.connects
+                     else "new agent connection; connecting", self._dialer.address)
             try:
-                client = await self._dial(timeout)
+                up = await self._dial(timeout)
             except DialTimeout as exc:
                 raise TTRPCError(Code.UNAVAILABLE, f"cannot reach the pod VM: {exc}") from None
             if self._closed:
-                await client.aclose()
+                up.close()
                 raise TTRPCError(Code.UNAVAILABLE, "agent proxy is shutting down")
-            self._client = client
-            return client
+            return up
 
-    async def _forward(self, ctx: CallContext, payload: bytes) -> bytes:
-        if ctx.method in LOG_ONLY:
-            log.info("sandbox=%s: %s", self.sandbox_id, ctx.method)
-        return await self._relay(ctx, payload)
+    def _keep_spare(self, up: Upstream) -> None:
+        """A shim connection closed while its forwarder connection is idle: keep that one
+        for the next shim connection."""
+        if self._closed or (self._spare is not None and self._spare.is_open):
+            up.close()
+        else:
+            self._spare = up
 
-    async def _create_container(self, ctx: CallContext, payload: bytes) -> bytes:
-        return await self._relay(ctx, rewrite_create_container(self.sandbox_id, payload))
+    def _observe(self, method: str) -> None:
+        log.info("sandbox=%s: %s", self.sandbox_id, method)
 
-    async def _relay(self, ctx: CallContext, payload: bytes) -> bytes:
+    def _create_container(self, ctx: CallContext, payload: bytes) -> bytes:
+        return rewrite_create_container(
+            self.sandbox_id, payload, direct_volumes_dir=self._direct_volumes_dir)
+
+    def _on_lost(self, calls: int, reason: str) -> None:
+        log.warning("sandbox=%s: forwarder connection closed with %d call(s) in flight: %s",
+                    self.sandbox_id, calls, reason)
+
+    def _account(self, kind: str, nbytes: int, code: int) -> None:
         metrics = self._metrics
-        try:
-            client = await self._upstream(ctx)
-            if metrics is not None:
-                metrics.proxy_bytes.labels("to_agent").inc(len(payload))
-            response = await client.forward(ctx, payload)
-        except TTRPCError as exc:
-            if metrics is not None:
-                metrics.proxy_calls.labels(_code_name(exc.code)).inc()
-            raise
-        except ConnectionClosed as exc:
-            if metrics is not None:
-                metrics.proxy_calls.labels("connection_closed").inc()
-            log.warning(
-                "sandbox=%s: %s/%s: forwarder connection closed: %s",
-                self.sandbox_id, ctx.service, ctx.method, exc,
-            )
-            raise TTRPCError(
-                Code.UNAVAILABLE, f"connection to the pod VM's forwarder closed: {exc}"
-            ) from None
-        if metrics is not None:
-            metrics.proxy_calls.labels("ok").inc()
-            metrics.proxy_bytes.labels("from_agent").inc(len(response))
-        return response
+        assert metrics is not None
+        if kind == "to_agent":
+            metrics.proxy_bytes.labels("to_agent").inc(nbytes)
+            return
+        if kind == "from_agent":
+            metrics.proxy_bytes.labels("from_agent").inc(nbytes)
+        label = "connection_closed" if code < 0 else "ok" if code == 0 else _code_name(code)
+        metrics.proxy_calls.labels(label).inc()
 
 
 def _prepare_socket_path(path: str) -> None:

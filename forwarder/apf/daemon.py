@@ -2,7 +2,7 @@
 
 start: read ``apf.json`` -> build the TLS context -> set up the pod network -> listen (with
 admission control of unauthenticated connections, see :mod:`forwarder.apf.listener`) ->
-register the relay for ``grpc.AgentService`` and ``grpc.Health`` -> sd_notify ``READY=1``.
+relay ``grpc.AgentService`` and ``grpc.Health`` frame by frame -> sd_notify ``READY=1``.
 stop: stop accepting, let calls in flight finish for a short grace period, close the agent
 connection, tear down the pod network.
 """
@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from forwarder.apf.cloudmounts import CloudVolumeMounts
+from forwarder.apf.disks import DetectPolicy
 from forwarder.apf.interceptor import Interceptor
 from forwarder.apf.listener import AdmissionLimits, GuardedListener, raise_nofile_limit
 from forwarder.apf.options import Options
@@ -22,7 +24,7 @@ from forwarder.apf.relay import DEFAULT_DIAL_TIMEOUT, AgentRelay
 from forwarder.apf.tlssetup import TLSSetupError, build_server_context
 from forwarder.apf.volumes import MountCheck
 from protocols.apf import ApfConfig, ApfError, PodNetwork, loads
-from protocols.ttrpc import Server
+from protocols.ttrpc.relay import RelayServer
 from runtime.errors import StartupError
 from runtime.sdnotify import NotifyError, notify
 
@@ -46,6 +48,12 @@ async def setup_pod_network(network: PodNetwork, options: Options) -> PodNetwork
         network, pod_netns=options.pod_namespace, host_interface=options.host_interface
     )
     return handle
+
+
+def cloud_volume_mounts(options: Options) -> CloudVolumeMounts:
+    """The pod VM's cloud volumes, with the disk detection settings of ``options``."""
+    return CloudVolumeMounts(
+        detect=DetectPolicy(options.disk_detect_attempts, options.disk_detect_delay))
 
 
 def load_config(path: str) -> ApfConfig:
@@ -93,6 +101,7 @@ class Forwarder:
         is_mounted: MountCheck | None = None,
         environ: dict[str, str] | None = None,
         limits: AdmissionLimits | None = None,
+        cloud_volumes: CloudVolumeMounts | None = None,
     ) -> None:
         self._options = options
         self._config = config
@@ -101,10 +110,11 @@ class Forwarder:
         self._pod = f"{config.pod_namespace or '-'}/{config.pod_name or '-'}"
         self._relay = AgentRelay(options.kata_agent_socket, dial_timeout=dial_timeout)
         self._interceptor = Interceptor(
-            self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted
+            self._relay, pod_netns=options.pod_namespace, pod=self._pod, is_mounted=is_mounted,
+            cloud_volumes=cloud_volumes or cloud_volume_mounts(options),
         )
         self._limits = limits or AdmissionLimits()
-        self._server: Server | None = None
+        self._server: RelayServer | None = None
         self._listener: GuardedListener | None = None
         self._network: PodNetworkHandle | None = None
         self.address: tuple[str, int] | None = None
@@ -136,8 +146,7 @@ class Forwarder:
                 raise StartupError(f"failed to set up pod network: {exc}") from exc
 
         try:
-            server = Server()
-            self._interceptor.register(server)
+            server = RelayServer(self._interceptor.policy())
             log.info("pod=%s: starting agent-protocol-forwarder listener on address %s (%s)",
                      self._pod, self._options.listen_addr, "TLS" if context else "plain TCP")
             raise_nofile_limit()

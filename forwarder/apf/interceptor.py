@@ -1,7 +1,9 @@
 """The calls the forwarder decodes and changes on their way to kata-agent.
 
-Everything else in ``grpc.AgentService`` and ``grpc.Health`` is relayed with its payload
-undecoded. The changes are upstream's:
+Everything else in ``grpc.AgentService`` and ``grpc.Health`` is relayed frame by frame,
+undecoded (:mod:`protocols.ttrpc.relay`). Each handler below gets the request payload and
+returns the payload to send on; the agent's answer comes back unchanged. The changes are
+upstream's:
 
 * ``CreateSandbox``: ``dns`` is cleared, so the agent leaves the VM's ``/etc/resolv.conf``
   alone (the pod VM resolves through its own network, not the worker's).
@@ -10,9 +12,12 @@ undecoded. The changes are upstream's:
   network namespace the caller put there); missing bind-mount source directories are
   created below Kata's shared-volume roots only; CSI volumes named in the
   ``...peerpodvolumes.target_path`` annotation are waited for until mounted. Cloud volumes
-  (``io.confidentialcontainers.org.cloud_volumes``) are not supported yet: such a call fails
-  with FAILED_PRECONDITION instead of starting the container without its volumes.
-* ``StartContainer``, ``RemoveContainer``, ``DestroySandbox``: logged, forwarded unchanged.
+  (``io.confidentialcontainers.org.cloud_volumes``) are found, mounted and bound into the
+  container first (:mod:`forwarder.apf.cloudmounts`); if one fails the call fails with the
+  reason and nothing it mounted is left.
+* ``DestroySandbox``: the cloud volumes are unmounted (reverse order, LUKS mappers closed),
+  then the call is forwarded unchanged.
+* ``StartContainer``, ``RemoveContainer``: logged, forwarded unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import asyncio
 import logging
 from typing import Any, TypeVar
 
-from forwarder.apf.relay import AgentRelay
+from forwarder.apf.cloudmounts import CloudVolumeMounts
+from forwarder.apf.cloudvolumes import CLOUD_VOLUMES_KEY, CloudVolumeError, CloudVolumeSpecError
+from forwarder.apf.disks import DiskNotFound
+from forwarder.apf.relay import CONNECTION_CLOSED, AgentRelay
 from forwarder.apf.volumes import (
     KATA_SHARED_ROOTS,
     MOUNT_WAIT_TIMEOUT,
@@ -35,16 +43,20 @@ from forwarder.apf.volumes import (
     wait_mounted,
 )
 from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import CallContext, Code, Server, TTRPCError
+from protocols.ttrpc import CallContext, Code, TTRPCError
+from protocols.ttrpc.relay import RelayPolicy
+from protocols.ttrpc.status import code_name
 
 log = logging.getLogger(__name__)
 
 AGENT_SERVICE = "grpc.AgentService"
 HEALTH_SERVICE = "grpc.Health"
-CLOUD_VOLUMES_KEY = "io.confidentialcontainers.org.cloud_volumes"
 NETWORK_NAMESPACE = "network"
 
+__all__ = ["AGENT_SERVICE", "CLOUD_VOLUMES_KEY", "HEALTH_SERVICE", "Interceptor"]
+
 M = TypeVar("M")
+_CLOUD_VOLUME_CODES = {CloudVolumeSpecError: Code.INVALID_ARGUMENT, DiskNotFound: Code.NOT_FOUND}
 
 
 def _decode(message_type: type[M], payload: bytes) -> M:
@@ -68,6 +80,7 @@ class Interceptor:
         is_mounted: MountCheck | None = None,
         mount_wait_limit: float = MOUNT_WAIT_TIMEOUT,
         bind_roots: tuple[str, ...] = KATA_SHARED_ROOTS,
+        cloud_volumes: CloudVolumeMounts | None = None,
     ) -> None:
         self._relay = relay
         self._netns = pod_netns
@@ -76,26 +89,36 @@ class Interceptor:
         self._is_mounted = is_mounted or mountinfo_checker()
         self._mount_wait_limit = mount_wait_limit
         self._bind_roots = bind_roots
+        self._cloud_volumes = cloud_volumes or CloudVolumeMounts()
 
     @property
     def label(self) -> str:
         return f"sandbox={self._sandbox} pod={self._pod}"
 
-    def register(self, server: Server) -> None:
-        server.register_raw(AGENT_SERVICE, self._relay.forward)
-        server.register_raw(HEALTH_SERVICE, self._relay.forward)
-        server.register_raw(f"{AGENT_SERVICE}/CreateSandbox", self.create_sandbox)
-        server.register_raw(f"{AGENT_SERVICE}/CreateContainer", self.create_container)
-        server.register_raw(f"{AGENT_SERVICE}/StartContainer", self.start_container)
-        server.register_raw(f"{AGENT_SERVICE}/RemoveContainer", self.remove_container)
-        server.register_raw(f"{AGENT_SERVICE}/DestroySandbox", self.destroy_sandbox)
+    def policy(self) -> RelayPolicy:
+        """How the forwarder relays: every call to kata-agent, these methods looked into."""
+        return RelayPolicy(
+            services=frozenset({AGENT_SERVICE, HEALTH_SERVICE}),
+            connect=self._relay.connect,
+            lost=CONNECTION_CLOSED,
+            hooks={
+                "CreateSandbox": self.create_sandbox,
+                "CreateContainer": self.create_container,
+                "StartContainer": self.start_container,
+                "RemoveContainer": self.remove_container,
+                "DestroySandbox": self.destroy_sandbox,
+            },
+            on_error=self._failed,
+            on_lost=self._relay.connection_lost,
+        )
+
+    def _failed(self, method: str, code: int, message: str) -> None:
+        log.warning("%s: %s failed with error: %s: %s", self.label, method, code_name(code),
+                    message)
 
     async def _forward(self, ctx: CallContext, payload: bytes, what: str) -> bytes:
-        try:
-            return await self._relay.forward(ctx, payload)
-        except TTRPCError as exc:
-            log.warning("%s: %s failed with error: %s", self.label, what, exc)
-            raise
+        """The payload to send on (the relay sends it; an agent error is logged then)."""
+        return payload
 
     # CreateSandbox ------------------------------------------------------------------------
     async def create_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:
@@ -119,15 +142,15 @@ class Interceptor:
             raise TTRPCError(Code.INVALID_ARGUMENT,
                              f"CreateContainer {cid}: request has no OCI spec")
         spec = request.OCI
-        if spec.Annotations.get(CLOUD_VOLUMES_KEY, ""):
-            log.error("%s: CreateContainer %s: annotation %s is present, cloud volumes are not "
-                      "supported yet", self.label, cid, CLOUD_VOLUMES_KEY)
-            raise TTRPCError(Code.FAILED_PRECONDITION, "cloud volumes are not supported yet")
-
         self._join_pod_netns(spec, cid)
         for ns in spec.Linux.Namespaces:
             log.info("%s: CreateContainer %s: namespace %s: %r", self.label, cid, ns.Type,
                      ns.Path)
+        try:
+            await self._cloud_volumes.prepare(spec, label=f"{self.label} container={cid}")
+        except CloudVolumeError as exc:
+            log.error("%s: CreateContainer %s: %s", self.label, cid, exc)
+            raise TTRPCError(_CLOUD_VOLUME_CODES.get(type(exc), Code.INTERNAL), str(exc)) from None
 
         await self._prepare_mounts(spec, cid)
         return await self._forward(ctx, request.SerializeToString(), "CreateContainer")
@@ -178,4 +201,5 @@ class Interceptor:
     async def destroy_sandbox(self, ctx: CallContext, payload: bytes) -> bytes:
         _decode(agent_pb2.DestroySandboxRequest, payload)
         log.info("%s: DestroySandbox", self.label)
+        await self._cloud_volumes.release(label=self.label)
         return await self._forward(ctx, payload, "DestroySandbox")

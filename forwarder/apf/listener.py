@@ -31,8 +31,7 @@ import ssl as ssl_module
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-
-from protocols.ttrpc import Server
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,14 @@ class AdmissionLimits:
     per_source: int = 16
     total: int = 128
     backlog: int = 1024
+
+
+class SocketServer(Protocol):
+    """What serves an accepted connection (a ttrpc server or relay)."""
+
+    async def accept_socket(
+        self, sock: socket.socket, *, ssl: ssl_module.SSLContext | None = None
+    ) -> None: ...
 
 
 def raise_nofile_limit() -> int:
@@ -87,7 +94,7 @@ class GuardedListener:
     """Accepts TCP connections for ``server``, bounding the ones still in the TLS handshake."""
 
     def __init__(
-        self, server: Server, ssl: ssl_module.SSLContext | None,
+        self, server: SocketServer, ssl: ssl_module.SSLContext | None,
         limits: AdmissionLimits | None = None, *, label: str = "-",
     ) -> None:
         limits = limits or AdmissionLimits()

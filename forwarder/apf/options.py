@@ -2,18 +2,23 @@
 
 Flags are read by :mod:`runtime.settings`, Go style (``-listen 0.0.0.0:15150``,
 ``-listen=...``, boolean ``-disable-tls`` or ``-disable-tls=false``); the GNU spelling
-``--listen`` is accepted too. There are no environment variables, as upstream has none.
+``--listen`` is accepted too. Like upstream, the flags have no environment variables; the
+two cloud-volume disk detection knobs are environment variables only, as upstream reads them
+(``CAA_DISK_DETECT_MAX_ATTEMPTS``: a positive integer, ``CAA_DISK_DETECT_RETRY_DELAY``: a
+positive Go duration; anything else is ignored with a warning and the default kept).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import ClassVar
 
 from runtime.errors import UsageError
-from runtime.settings import SettingsError, build, flags_of, scan, setting
+from runtime.settings import SettingsError, build, flags_of, parse_duration, scan, setting
 from runtime.settings import usage as usage_text
+from runtime.values import IgnoredEnvValue
 
 DEFAULT_CONFIG_PATH = "/run/peerpod/apf.json"
 DEFAULT_LISTEN_ADDR = "0.0.0.0:15150"
@@ -21,6 +26,8 @@ DEFAULT_KATA_AGENT_SOCKET = "/run/kata-containers/agent.sock"
 DEFAULT_POD_NAMESPACE = "/run/netns/podns"
 
 PROGRAM_NAME = "agent-protocol-forwarder"
+DEFAULT_DISK_DETECT_ATTEMPTS = 15
+DEFAULT_DISK_DETECT_DELAY = timedelta(seconds=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,8 @@ class Options:
     tls_skip_verify: bool = False
     disable_tls: bool = False
     show_version: bool = False
+    disk_detect_attempts: int = DEFAULT_DISK_DETECT_ATTEMPTS
+    disk_detect_delay: float = DEFAULT_DISK_DETECT_DELAY.total_seconds()
 
     @property
     def listen_addr(self) -> str:
@@ -60,6 +69,28 @@ def parse_listen_addr(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise UsageError(f"invalid listen address {text!r}: port out of range")
     return host or "0.0.0.0", port
+
+
+def _positive_int(text: str) -> int:
+    """Upstream's ``strconv.Atoi`` and ``n > 0``; anything else keeps the default."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise IgnoredEnvValue(f"invalid integer {text!r}") from None
+    if value <= 0:
+        raise IgnoredEnvValue(f"{value} is not positive")
+    return value
+
+
+def _positive_duration(text: str) -> timedelta:
+    """Upstream's ``time.ParseDuration`` and ``d > 0``; anything else keeps the default."""
+    try:
+        value = parse_duration(text)
+    except SettingsError as exc:
+        raise IgnoredEnvValue(str(exc)) from None
+    if value <= timedelta(0):
+        raise IgnoredEnvValue(f"{text!r} is not positive")
+    return value
 
 
 @dataclass(frozen=True)
@@ -89,17 +120,28 @@ class ForwarderFlags:
         flag="disable-tls", default=False,
         help="Disable TLS encryption - use it only for testing (without it the forwarder "
         "refuses to start unless mutual TLS is configured)")
+    disk_detect_attempts: int = setting(
+        env="CAA_DISK_DETECT_MAX_ATTEMPTS", default=DEFAULT_DISK_DETECT_ATTEMPTS,
+        parse=_positive_int,
+        help="how many times CreateContainer looks for a cloud volume's block device")
+    disk_detect_delay: timedelta = setting(
+        env="CAA_DISK_DETECT_RETRY_DELAY", default=DEFAULT_DISK_DETECT_DELAY,
+        parse=_positive_duration,
+        help="pause between two looks for a cloud volume's block device")
 
 
 def usage() -> str:
     return usage_text(flags_of(ForwarderFlags), ForwarderFlags.TITLE)
 
 
-def parse_options(argv: Sequence[str]) -> tuple[Options, bool]:
-    """Parse ``argv`` (without the program name). Returns (options, help_requested)."""
+def parse_options(
+    argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[Options, bool]:
+    """Parse ``argv`` (without the program name) and the environment's disk detection
+    settings. Returns (options, help_requested)."""
     try:
         parsed = scan(argv, flags_of(ForwarderFlags))
-        flags = build(ForwarderFlags, parsed, {})
+        flags = build(ForwarderFlags, parsed, env or {})
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     if parsed.help:
@@ -118,5 +160,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options, bool]:
         tls_skip_verify=flags.tls_skip_verify,
         disable_tls=flags.disable_tls,
         show_version=flags.version,
+        disk_detect_attempts=flags.disk_detect_attempts,
+        disk_detect_delay=flags.disk_detect_delay.total_seconds(),
     )
     return options, False

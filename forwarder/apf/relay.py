@@ -1,10 +1,11 @@
-"""One multiplexed ttrpc connection to kata-agent, shared by every relayed call.
+"""The forwarder's connections to kata-agent: one per connection from the adaptor.
 
-The connection is dialled lazily by the first call, retrying while the agent is not up
-yet (up to 150 s, as upstream). Every call is forwarded with its payload undecoded, its
-service, method, remaining deadline and metadata; the agent's status comes back unchanged.
-When the agent connection drops (agent restart), the next call dials again. Calls never
-wait for each other: a blocking ``WaitProcess`` holds only its own stream.
+A connection is dialled by the first call made on a connection from the adaptor, retrying
+while the agent is not up yet (up to 150 s, as upstream). Frames pass both ways unchanged
+(:mod:`protocols.ttrpc.relay`): stream ids, service, method, deadline, metadata and payload
+of the call, the agent's answer and status. When the agent connection drops (agent
+restart), the calls in flight fail with UNAVAILABLE and the next call dials again. Calls
+never wait for each other: a blocking ``WaitProcess`` holds only its own stream.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from protocols.ttrpc import CallContext, Client, Code, ConnectionClosed, TTRPCError
+from protocols.ttrpc import Code, TTRPCError
+from protocols.ttrpc.relay import RelayConnection, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,14 @@ DEFAULT_DIAL_TIMEOUT = 150.0
 _FIRST_RETRY_DELAY = 0.05
 _MAX_RETRY_DELAY = 1.0
 
-Dialer = Callable[[str], Awaitable[Client]]
+CONNECTION_CLOSED = "kata-agent connection closed: ttrpc: closed"
+
+Dialer = Callable[[Callable[[], Upstream], str], Awaitable[Upstream]]
+
+
+async def connect_unix(factory: Callable[[], Upstream], path: str) -> Upstream:
+    _, up = await asyncio.get_running_loop().create_unix_connection(factory, path)
+    return up
 
 
 class AgentUnavailable(TTRPCError):
@@ -32,30 +41,23 @@ class AgentUnavailable(TTRPCError):
         super().__init__(Code.UNAVAILABLE, message)
 
 
-def _consume_result(task: asyncio.Task[Client]) -> None:
-    # Every waiter may have given up (deadline) before the dial ended: retrieve the
-    # outcome so an unwatched failure is not reported as "never retrieved".
-    if not task.cancelled():
-        task.exception()
-
-
 class AgentRelay:
-    """Forwards ttrpc calls to kata-agent at ``socket_path`` over one shared connection."""
+    """Dials kata-agent at ``socket_path`` for each connection the forwarder relays."""
 
     def __init__(
         self,
         socket_path: str,
         *,
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
-        dialer: Dialer = Client.connect_unix,
+        dialer: Dialer = connect_unix,
     ) -> None:
         self._path = socket_path
         self._dial_timeout = dial_timeout
         self._dialer = dialer
-        self._client: Client | None = None
-        self._dialing: asyncio.Task[Client] | None = None
+        self._upstreams: set[Upstream] = set()
+        self._dials: set[asyncio.Task[Upstream]] = set()
         self._closed = False
-        self.connects = 0  # successful dials so far (1 + reconnects)
+        self.connects = 0  # successful dials so far
 
     @property
     def socket_path(self) -> str:
@@ -63,35 +65,26 @@ class AgentRelay:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and not self._client.closed
+        self._upstreams = {up for up in self._upstreams if up.is_open}
+        return bool(self._upstreams)
 
-    async def forward(self, ctx: CallContext, payload: bytes) -> bytes:
-        """Relay one call (a raw ttrpc handler): same service, method, deadline, metadata."""
-        client = await self.client()
-        try:
-            return await client.forward(ctx, payload)
-        except ConnectionClosed as exc:
-            log.warning("agent=%s: connection lost during %s/%s: %s",
-                        self._path, ctx.service, ctx.method, exc)
-            raise AgentUnavailable(f"kata-agent connection closed: {exc}") from None
-
-    async def client(self) -> Client:
-        """The live agent connection, dialling (once, shared by all waiting calls) if needed."""
+    async def connect(self, down: RelayConnection, deadline: float | None) -> Upstream:
+        """An agent connection for ``down`` (a relay connector; the call deadlines are kept
+        by the relay, the dial goes on up to the dial timeout)."""
         if self._closed:
             raise AgentUnavailable("agent-protocol-forwarder is shutting down")
-        client = self._client
-        if client is not None and not client.closed:
-            return client
-        if client is not None:
+        if down.connects:
             log.info("agent=%s: connection was closed, reconnecting", self._path)
-            self._client = None
-        if self._dialing is None or self._dialing.done():
-            self._dialing = asyncio.get_running_loop().create_task(self._dial())
-            self._dialing.add_done_callback(_consume_result)
-        # Shielded: a caller whose deadline passes stops waiting, the dial goes on for others.
-        return await asyncio.shield(self._dialing)
+        task = asyncio.get_running_loop().create_task(self._dial())
+        self._dials.add(task)
+        try:
+            up = await task
+        finally:
+            self._dials.discard(task)
+        self._upstreams.add(up)
+        return up
 
-    async def _dial(self) -> Client:
+    async def _dial(self) -> Upstream:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._dial_timeout
         delay = _FIRST_RETRY_DELAY
@@ -100,7 +93,7 @@ class AgentRelay:
         while True:
             attempts += 1
             try:
-                client = await self._dialer(self._path)
+                up = await self._dialer(Upstream, self._path)
             except OSError as exc:
                 if loop.time() + delay >= give_up:
                     message = (f"failed to establish agent connection to {self._path} "
@@ -111,21 +104,25 @@ class AgentRelay:
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
                 continue
             if self._closed:
-                await client.aclose()
+                up.close()
                 raise AgentUnavailable("agent-protocol-forwarder is shutting down")
             log.info("agent=%s: established agent connection (attempt %d)",
                      self._path, attempts)
-            self._client = client
             self.connects += 1
-            return client
+            return up
+
+    def connection_lost(self, calls: int, reason: str) -> None:
+        log.warning("agent=%s: connection lost with %d call(s) in flight: %s", self._path,
+                    calls, reason)
 
     async def aclose(self) -> None:
-        """Stop dialling and close the agent connection; later calls fail with UNAVAILABLE."""
+        """Stop dialling and close the agent connections; later calls fail with UNAVAILABLE."""
         self._closed = True
-        if self._dialing is not None and not self._dialing.done():
-            self._dialing.cancel()
+        for task in list(self._dials):
+            task.cancel()
+        for task in list(self._dials):
             with contextlib.suppress(asyncio.CancelledError, TTRPCError):
-                await self._dialing
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+                await task
+        for up in self._upstreams:
+            up.close()
+        self._upstreams.clear()

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import logging
@@ -21,12 +20,11 @@ from guest.aa.agent import AttestationAgent
 from guest.aa.service import AttestationAgentService
 from guest.addr import AA_SOCKET, unix_path
 from guest.attesters.base import InitDataResult
-from guest.attesters.detect import AUTO, CHOICES, make_attester
-from guest.daemon import configure_logging, serve_unix
+from guest.attesters.detect import AUTO, CHOICES, make_attester, platform_from_env
+from guest.daemon import configure_logging, run_main, serve_unix
 from guest.errors import GuestError
 from protocols import initdata
 from protocols.ttrpc import Server
-from runtime.errors import PeerPodsError
 
 log = logging.getLogger("attestation-agent")
 
@@ -77,7 +75,9 @@ async def run(args: argparse.Namespace) -> None:
     configure_logging(config.log_level)
     socket_path = unix_path(args.attestation_sock)
     toml_text, digest = initdata_input(args)
-    agent = AttestationAgent(config, make_attester(args.tee), initdata_toml=toml_text)
+    agent = AttestationAgent(
+        config, make_attester(args.tee, platform_from_env(os.environ)), initdata_toml=toml_text
+    )
     if digest is not None:
         result = await agent.bind_init_data(digest)
         if result is InitDataResult.OK:
@@ -95,14 +95,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        asyncio.run(run(args))
-    except (PeerPodsError, OSError) as exc:
-        logging.basicConfig()
-        log.error("attestation-agent: %s", exc)
-        return 1
-    return 0
+    return run_main("attestation-agent", run(parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from guest.aa.agent import AttestationAgent
-from guest.errors import GuestError
+from guest.ttrpc_service import failing_as, register
 from protocols.kata import attestation_agent_pb2 as pb
-from protocols.ttrpc import CallContext, Code, Method, Server, TTRPCError
+from protocols.ttrpc import CallContext, Code, Server, TTRPCError
 
 log = logging.getLogger(__name__)
 
@@ -29,43 +29,36 @@ class AttestationAgentService:
     async def get_evidence(
         self, request: pb.GetEvidenceRequest, ctx: CallContext
     ) -> pb.GetEvidenceResponse:
-        try:
+        with failing_as(
+            _internal("AA-KBC get evidence failed"), log, "AA (ttrpc): get evidence failed"
+        ):
             evidence = await self.agent.get_evidence(request.RuntimeData)
-        except GuestError as exc:
-            log.error("AA (ttrpc): get evidence failed: %s", exc)
-            raise _internal("AA-KBC get evidence failed") from exc
         return pb.GetEvidenceResponse(Evidence=evidence)
 
     async def get_additional_evidence(
         self, request: pb.GetAdditionalEvidenceRequest, ctx: CallContext
     ) -> pb.GetEvidenceResponse:
-        try:
+        with failing_as(
+            _internal("AA-KBC get evidence failed"), log, "AA (ttrpc): get evidence failed"
+        ):
             evidence = await self.agent.get_additional_evidence(request.RuntimeData)
-        except GuestError as exc:
-            log.error("AA (ttrpc): get evidence failed: %s", exc)
-            raise _internal("AA-KBC get evidence failed") from exc
         return pb.GetEvidenceResponse(Evidence=evidence)
 
     async def get_token(self, request: pb.GetTokenRequest, ctx: CallContext) -> pb.GetTokenResponse:
-        try:
-            renew = ctx.metadata_value(TOKEN_RENEW_METADATA) == "1"
+        renew = ctx.metadata_value(TOKEN_RENEW_METADATA) == "1"
+        with failing_as(_internal("AA-KBC get token failed"), log, "AA (ttrpc): get token failed"):
             token = await self.agent.get_token(request.TokenType, renew=renew)
-        except GuestError as exc:
-            log.error("AA (ttrpc): get token failed: %s", exc)
-            raise _internal("AA-KBC get token failed") from exc
         return pb.GetTokenResponse(Token=token)
 
     async def extend_runtime_measurement(
         self, request: pb.ExtendRuntimeMeasurementRequest, ctx: CallContext
     ) -> pb.ExtendRuntimeMeasurementResponse:
         index = request.RegisterIndex if request.HasField("RegisterIndex") else None
-        try:
+        failed = _internal("AA extend runtime measurement failed")
+        with failing_as(failed, log, "AA (ttrpc): extend runtime measurement failed"):
             result = await self.agent.extend_runtime_measurement(
                 request.Domain, request.Operation, request.Content, index
             )
-        except GuestError as exc:
-            log.error("AA (ttrpc): extend runtime measurement failed: %s", exc)
-            raise _internal("AA extend runtime measurement failed") from exc
         return pb.ExtendRuntimeMeasurementResponse(Result=result)  # type: ignore[arg-type]
 
     async def bind_init_data(
@@ -85,33 +78,21 @@ class AttestationAgentService:
         return pb.GetAdditionalTeesResponse(additional_tees=self.agent.additional_tees())
 
     def register(self, server: Server) -> None:
-        server.register_service(
-            SERVICE,
-            {
-                "GetEvidence": Method(
-                    self.get_evidence, pb.GetEvidenceRequest, pb.GetEvidenceResponse
-                ),
-                "GetAdditionalEvidence": Method(
-                    self.get_additional_evidence,
-                    pb.GetAdditionalEvidenceRequest,
-                    pb.GetEvidenceResponse,
-                ),
-                "GetToken": Method(self.get_token, pb.GetTokenRequest, pb.GetTokenResponse),
-                "ExtendRuntimeMeasurement": Method(
-                    self.extend_runtime_measurement,
-                    pb.ExtendRuntimeMeasurementRequest,
-                    pb.ExtendRuntimeMeasurementResponse,
-                ),
-                "BindInitData": Method(
-                    self.bind_init_data, pb.BindInitDataRequest, pb.BindInitDataResponse
-                ),
-                "GetTeeType": Method(
-                    self.get_tee_type, pb.GetTeeTypeRequest, pb.GetTeeTypeResponse
-                ),
-                "GetAdditionalTees": Method(
-                    self.get_additional_tees,
-                    pb.GetAdditionalTeesRequest,
-                    pb.GetAdditionalTeesResponse,
-                ),
-            },
-        )
+        register(
+            server,
+            [
+                (SERVICE, "GetEvidence", self.get_evidence, pb.GetEvidenceRequest,
+                 pb.GetEvidenceResponse),
+                (SERVICE, "GetAdditionalEvidence", self.get_additional_evidence,
+                 pb.GetAdditionalEvidenceRequest, pb.GetEvidenceResponse),
+                (SERVICE, "GetToken", self.get_token, pb.GetTokenRequest, pb.GetTokenResponse),
+                (SERVICE, "ExtendRuntimeMeasurement", self.extend_runtime_measurement,
+                 pb.ExtendRuntimeMeasurementRequest, pb.ExtendRuntimeMeasurementResponse),
+                (SERVICE, "BindInitData", self.bind_init_data, pb.BindInitDataRequest,
+                 pb.BindInitDataResponse),
+                (SERVICE, "GetTeeType", self.get_tee_type, pb.GetTeeTypeRequest,
+                 pb.GetTeeTypeResponse),
+                (SERVICE, "GetAdditionalTees", self.get_additional_tees,
+                 pb.GetAdditionalTeesRequest, pb.GetAdditionalTeesResponse),
+            ],
+        )  # fmt: skip

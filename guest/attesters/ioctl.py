@@ -8,6 +8,7 @@ Structures from linux/tdx-guest.h and linux/sev-guest.h.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -102,3 +103,77 @@ def snp_report(
     if status != 0 or size < SNP_REPORT_LEN:
         raise AttesterError(f"SNP_GET_REPORT failed: status={status} report_size={size}")
     return response.raw[SNP_REPORT_OFFSET : SNP_REPORT_OFFSET + SNP_REPORT_LEN]
+
+
+# struct snp_ext_report_req { struct snp_report_req data; __u64 certs_address;
+#                             __u32 certs_len; }  (112 bytes with padding)
+SNP_EXT_REPORT_REQ = struct.Struct("=64sI28xQI4x")
+SNP_GET_EXT_REPORT = iowr("S", 2, SNP_REQUEST.size)
+#: SNP_GUEST_VMM_ERR_INVALID_LEN, in exitinfo2's upper 32 bits: certs_len now says how much
+VMM_ERR_INVALID_LEN = 1
+PAGE = 4096
+#: the first certificate buffer: four pages hold VCEK + ASK + ARK with room to spare
+CERTS_FIRST_LEN = 4 * PAGE
+#: SEV_FW_BLOB_MAX_SIZE: the kernel's upper bound for the certificate buffer
+CERTS_MAX_LEN = 0x4000 * 16
+
+
+def snp_ext_report(
+    report_data: bytes = bytes(64),
+    *,
+    vmpl: int = 0,
+    device: Path = SEV_GUEST_DEVICE,
+    ioctl: Ioctl = default_ioctl,
+) -> tuple[bytes, bytes | None]:
+    """SNP_GET_EXT_REPORT: the raw report and the host's certificate table (GHCB layout).
+
+    A buffer too small fails with EIO, exitinfo2 ``SNP_GUEST_VMM_ERR_INVALID_LEN << 32`` and
+    ``certs_len`` set to the size needed; the request is then repeated with that size. An
+    all-zero table (the host has no certificates) is None, as the ``sev`` crate returns it.
+    """
+    try:
+        fd = os.open(device, os.O_RDWR)
+    except OSError as exc:
+        raise AttesterError(f"open {device} failed: {exc}") from exc
+    try:
+        certs_len = CERTS_FIRST_LEN
+        for _ in range(2):
+            result = _ext_report_once(fd, report_data, vmpl, certs_len, ioctl)
+            if isinstance(result, tuple):
+                return result
+            if not 0 < result <= CERTS_MAX_LEN:
+                raise AttesterError(f"SNP_GET_EXT_REPORT: bad certificate length {result}")
+            certs_len = -(-result // PAGE) * PAGE
+        raise AttesterError("SNP_GET_EXT_REPORT: certificate length keeps changing")
+    finally:
+        os.close(fd)
+
+
+def _ext_report_once(
+    fd: int, report_data: bytes, vmpl: int, certs_len: int, ioctl: Ioctl
+) -> tuple[bytes, bytes | None] | int:
+    """The report and table, or the certificate length the host asks for."""
+    certs = ctypes.create_string_buffer(certs_len)
+    request = ctypes.create_string_buffer(
+        SNP_EXT_REPORT_REQ.pack(report_data[:64], vmpl, ctypes.addressof(certs), certs_len)
+    )
+    response = ctypes.create_string_buffer(SNP_REPORT_RESP_LEN)
+    buffer = bytearray(
+        SNP_REQUEST.pack(1, ctypes.addressof(request), ctypes.addressof(response), 0)
+    )
+    try:
+        ioctl(fd, SNP_GET_EXT_REPORT, buffer)
+    except OSError as exc:
+        exitinfo2 = SNP_REQUEST.unpack(buffer)[3]
+        if exc.errno == errno.EIO and exitinfo2 >> 32 == VMM_ERR_INVALID_LEN:
+            return int(SNP_EXT_REPORT_REQ.unpack_from(request.raw)[3])
+        raise AttesterError(f"SNP_GET_EXT_REPORT failed: {exc} (exitinfo2={exitinfo2:#x})") from exc
+    exitinfo2 = SNP_REQUEST.unpack(buffer)[3]
+    if exitinfo2:
+        raise AttesterError(f"SNP_GET_EXT_REPORT failed: exitinfo2={exitinfo2:#x}")
+    status, size = struct.unpack_from("=II", response.raw)
+    if status != 0 or size < SNP_REPORT_LEN:
+        raise AttesterError(f"SNP_GET_EXT_REPORT failed: status={status} report_size={size}")
+    report = response.raw[SNP_REPORT_OFFSET : SNP_REPORT_OFFSET + SNP_REPORT_LEN]
+    table = certs.raw
+    return report, (table if any(table) else None)

@@ -1,8 +1,9 @@
 """AMD SEV-SNP: evidence ``{"attestation_report", "cert_chain"}`` as guest-components sends it.
 
 The report comes from configfs-tsm (provider ``sev_guest``, certificates in ``auxblob``) or,
-without it, from the ``/dev/sev-guest`` SNP_GET_REPORT ioctl (no certificates: ``cert_chain``
-is null, and the verifier fetches the VCEK itself). VMPL 0 as upstream.
+without it, from the ``/dev/sev-guest`` SNP_GET_EXT_REPORT ioctl as upstream (the host's
+certificate table; none: ``cert_chain`` is null, and the verifier fetches the VCEK itself).
+VMPL 0 as upstream.
 Initdata binding: HOST_DATA must equal the initdata digest truncated or zero-padded to 32
 bytes (upstream's ``pad::<32>``).
 """
@@ -43,22 +44,27 @@ class SnpAttester(NoRuntimeMeasurement):
             raise AttesterError(
                 f"SNP Attester: Report data must be no more than {REPORT_DATA_SIZE} bytes"
             )
-        raw, certs = await asyncio.to_thread(self._report, pad(report_data, REPORT_DATA_SIZE))
+        raw, certs = await asyncio.to_thread(
+            self._report, pad(report_data, REPORT_DATA_SIZE), with_certs=True
+        )
         return {
             "attestation_report": report_json(raw),
             "cert_chain": cert_chain_json(certs) if certs is not None else None,
         }
 
-    def _report(self, report_data: bytes) -> tuple[bytes, bytes | None]:
-        """The raw report and the certificate table, if the platform gave one."""
+    def _report(self, report_data: bytes, *, with_certs: bool) -> tuple[bytes, bytes | None]:
+        """The raw report and the certificate table, if the platform gave one: configfs-tsm
+        (``auxblob``), else SNP_GET_EXT_REPORT as upstream (SNP_GET_REPORT for HOSTDATA)."""
         if self.tsm.available():
-            report = self.tsm.report(report_data, wanted=SNP, aux=True)
+            report = self.tsm.report(report_data, wanted=SNP, aux=with_certs)
             return report.outblob, report.auxblob or None
         call = self.ioctl_call or ioctl.default_ioctl
+        if with_certs:
+            return ioctl.snp_ext_report(report_data, vmpl=0, device=self.device, ioctl=call)
         return ioctl.snp_report(report_data, vmpl=0, device=self.device, ioctl=call), None
 
     async def bind_init_data(self, digest: bytes) -> InitDataResult:
-        raw, _ = await asyncio.to_thread(self._report, bytes(REPORT_DATA_SIZE))
+        raw, _ = await asyncio.to_thread(self._report, bytes(REPORT_DATA_SIZE), with_certs=False)
         if len(raw) < HOST_DATA.stop:
             raise AttesterError("Get HOSTDATA failed: short attestation report")
         if raw[HOST_DATA] != pad(digest, HOST_DATA_SIZE):

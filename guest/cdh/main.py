@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -14,9 +13,8 @@ from guest.addr import unix_path
 from guest.cdh import config as cdh_config
 from guest.cdh.hub import Hub, make_kbc
 from guest.cdh.service import CdhServices
-from guest.daemon import configure_logging, serve_unix
+from guest.daemon import configure_logging, run_main, serve_unix
 from protocols.ttrpc import Server
-from runtime.errors import PeerPodsError
 
 log = logging.getLogger("confidential-data-hub")
 
@@ -46,14 +44,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        asyncio.run(run(args))
-    except (PeerPodsError, OSError) as exc:
-        logging.basicConfig()
-        log.error("confidential-data-hub: %s", exc)
-        return 1
-    return 0
+    return run_main("confidential-data-hub", run(parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The header's ``kid`` names the P-256 verification key (a JWK): a ``kbs://`` resource, or a
 file under ``/run/confidential-containers/cdh/sealed-secret``. The payload is a secret of
 ``version`` 0.1.0 and ``type`` ``vault`` (fetched by name from the provider; provider ``kbs``
-here) or ``envelope`` (a data key wrapped by a cloud KMS, none of which this CDH carries).
+here) or ``envelope`` (a data key wrapped by a KMS: :mod:`guest.cdh.envelope`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from guest.cdh import envelope
 from guest.errors import GuestError, ResourceUriError
 from guest.kbs.resource_uri import ResourceUri
 
@@ -138,8 +139,8 @@ class SealedSecrets:
                 )
             return await self.fetch(secret["name"])
         if secret["type"] == "envelope":
-            raise SecretError(
-                f"unseal envelope secret failed: KMS provider {secret.get('provider')!r} "
-                "is not supported"
-            )
+            try:
+                return await envelope.unseal(envelope.EnvelopeSecret.from_json(secret))
+            except envelope.EnvelopeError as exc:
+                raise SecretError(str(exc)) from exc
         raise SecretError("parse SealedSecret failed: unknown secret type")

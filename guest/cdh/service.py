@@ -8,8 +8,9 @@ from guest.cdh.hub import Hub
 from guest.cdh.sealed import SealedSecrets
 from guest.cdh.secure_mount import SecureMounter
 from guest.errors import GuestError
+from guest.ttrpc_service import failing_as, register
 from protocols.kata import confidential_data_hub_pb2 as pb
-from protocols.ttrpc import CallContext, Code, Method, Server, TTRPCError
+from protocols.ttrpc import CallContext, Code, Server, TTRPCError
 
 log = logging.getLogger(__name__)
 
@@ -34,36 +35,30 @@ class CdhServices:
     async def get_resource(
         self, request: pb.GetResourceRequest, ctx: CallContext
     ) -> pb.GetResourceResponse:
-        try:
-            resource = await self.hub.get_resource(request.ResourcePath)
-        except GuestError as exc:
-            log.error("[ttRPC CDH] GetResource %s: %s", request.ResourcePath, exc)
-            raise _internal("Get Resource failed") from exc
+        path = request.ResourcePath
+        with failing_as(_internal("Get Resource failed"), log, "[ttRPC CDH] GetResource %s", path):
+            resource = await self.hub.get_resource(path)
         return pb.GetResourceResponse(Resource=resource)
 
     async def unseal_secret(
         self, request: pb.UnsealSecretInput, ctx: CallContext
     ) -> pb.UnsealSecretOutput:
-        try:
+        with failing_as(_internal("Unseal Secret failed"), log, "[ttRPC CDH] UnsealSecret"):
             plaintext = await self.sealed.unseal(request.secret)
-        except GuestError as exc:
-            log.error("[ttRPC CDH] UnsealSecret: %s", exc)
-            raise _internal("Unseal Secret failed") from exc
         return pb.UnsealSecretOutput(plaintext=plaintext)
 
     async def secure_mount(
         self, request: pb.SecureMountRequest, ctx: CallContext
     ) -> pb.SecureMountResponse:
-        try:
+        failed = _internal("Secure Mount failed")
+        line = "[ttRPC CDH] SecureMount %s"
+        with failing_as(failed, log, line, request.mount_point, catch=(GuestError, OSError)):
             await self.mounter.secure_mount(
                 request.volume_type,
                 dict(request.options),
                 list(request.flags),
                 request.mount_point,
             )
-        except (GuestError, OSError) as exc:
-            log.error("[ttRPC CDH] SecureMount %s: %s", request.mount_point, exc)
-            raise _internal("Secure Mount failed") from exc
         return pb.SecureMountResponse()
 
     async def pull_image(
@@ -76,31 +71,16 @@ class CdhServices:
         )
 
     def register(self, server: Server) -> None:
-        server.register_service(
-            "api.GetResourceService",
-            {
-                "GetResource": Method(
-                    self.get_resource, pb.GetResourceRequest, pb.GetResourceResponse
-                )
-            },
-        )
-        server.register_service(
-            "api.SealedSecretService",
-            {
-                "UnsealSecret": Method(
-                    self.unseal_secret, pb.UnsealSecretInput, pb.UnsealSecretOutput
-                )
-            },
-        )
-        server.register_service(
-            "api.SecureMountService",
-            {
-                "SecureMount": Method(
-                    self.secure_mount, pb.SecureMountRequest, pb.SecureMountResponse
-                )
-            },
-        )
-        server.register_service(
-            "api.ImagePullService",
-            {"PullImage": Method(self.pull_image, pb.ImagePullRequest, pb.ImagePullResponse)},
-        )
+        register(
+            server,
+            [
+                ("api.GetResourceService", "GetResource", self.get_resource,
+                 pb.GetResourceRequest, pb.GetResourceResponse),
+                ("api.SealedSecretService", "UnsealSecret", self.unseal_secret,
+                 pb.UnsealSecretInput, pb.UnsealSecretOutput),
+                ("api.SecureMountService", "SecureMount", self.secure_mount,
+                 pb.SecureMountRequest, pb.SecureMountResponse),
+                ("api.ImagePullService", "PullImage", self.pull_image, pb.ImagePullRequest,
+                 pb.ImagePullResponse),
+            ],
+        )  # fmt: skip

@@ -56,7 +56,7 @@ def _field_bytes(number: int, value: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     result = 0
     shift = 0
     end = len(data)
@@ -224,3 +224,57 @@ def decode_response(data: bytes) -> Response:
         elif number == 2:
             payload = _blob(number, value)
     return Response(status, payload)
+
+
+def scan_request(data: bytes | memoryview) -> tuple[str, str, int]:
+    """``(service, method, timeout_nano)`` of an encoded Request, without copying its payload.
+
+    The fields Go and Rust clients write (1-4, one-byte lengths for service and method) are
+    read in place; anything else (metadata, unusual encodings, malformed input) goes through
+    :func:`decode_request`, so errors and results are exactly the full decoder's."""
+    service = method = ""
+    timeout_nano = 0
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            key = data[pos]
+            if key == 0x1A:  # payload: skip it
+                length, pos = _read_varint(data, pos + 1)
+                pos += length
+                if pos > end:
+                    break
+            elif key == 0x0A or key == 0x12:
+                length = data[pos + 1]
+                if length >= 0x80 or pos + 2 + length > end:
+                    break
+                text = str(data[pos + 2 : pos + 2 + length], "utf-8")
+                if key == 0x0A:
+                    service = text
+                else:
+                    method = text
+                pos += 2 + length
+            elif key == 0x20:
+                value, pos = _read_varint(data, pos + 1)
+                timeout_nano = _integer(4, value, 64)
+            else:
+                break
+        else:
+            return service, method, timeout_nano
+    except (IndexError, UnicodeDecodeError, DecodeError):
+        pass
+    request = decode_request(bytes(data))
+    return request.service, request.method, request.timeout_nano
+
+
+def scan_status(data: bytes | memoryview) -> tuple[int, str]:
+    """Code and message of the status at the start of an encoded Response (``(0, "")`` when
+    it has none or it cannot be read; a relay passes the bytes on either way)."""
+    if len(data) < 2 or data[0] != 0x0A:
+        return 0, ""
+    try:
+        length, pos = _read_varint(data, 1)
+        status = decode_status(bytes(data[pos : pos + length]))
+    except (DecodeError, IndexError):
+        return 0, ""
+    return status.code, status.message

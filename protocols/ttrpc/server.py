@@ -358,8 +358,9 @@ class _ServerConnection(FrameProtocol):
                 exc_info=exc,
             )
             response = Response(Status(Code.UNKNOWN, str(exc) or type(exc).__name__))
+        while self._can_write is not None and not self._lost:
+            await self.drain()  # answers wait while the peer does not read, not the buffer
         self._send(stream_id, response)
-        await self.drain()
 
     def _send_status(self, stream_id: int, status: Status) -> None:
         self._send(stream_id, Response(status))

@@ -42,6 +42,7 @@ from providers.aws.settings import (
     READ_RATE_FACTOR,
     AwsSettings,
 )
+from providers.aws.volumes import EbsVolumes
 from providers.base import (
     SANDBOX_TAG,
     ConfigError,
@@ -66,7 +67,7 @@ UEFI_BOOT_MODES = ("uefi", "uefi-preferred")
 # run the blocking calls are sized alike (asyncio's default pool is only cpus + 4 threads).
 CONCURRENT_CALLS = 32
 # The adaptor picks the instance type from vCPUs, memory and GPUs (instance_types()).
-HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image")
+HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image", "volumes")
 
 
 @functools.cache
@@ -94,6 +95,7 @@ class AwsProvider:
         self._images: dict[str, ImageInfo] = {}
         self._image_lookups: dict[str, asyncio.Future[ImageInfo]] = {}
         self._threads = BlockingCalls(CONCURRENT_CALLS, "ec2")
+        self._volumes = EbsVolumes(self._call, poll_interval=poll_interval)
         self._sdk = SdkCaller(
             self._threads, errors.classify, settings.api_timeout.total_seconds()
         )
@@ -270,6 +272,8 @@ class AwsProvider:
         if image is not None and s.root_volume_size > 0:
             if not image.root_device_name:
                 raise InvalidSpec(f"AMI {image_id} has no root device name")
+        if request.spec.volumes:
+            await self._volumes.validate(request.spec.volumes)
         params = run_instances_params(
             request, s, self._placement, image=image, instance_type=instance_type
         )
@@ -328,6 +332,8 @@ class AwsProvider:
             ips[0] = address
             log.info("sandbox=%s instance=%s: public IP %s", request.sandbox_id, instance_id,
                      address)
+        if request.spec.volumes:
+            await self._volumes.attach(instance_id, request.spec.volumes)
         return to_instance(found, public_first=False, ips=ips)
 
     async def _wait_public_ip(self, instance_id: str) -> Any:

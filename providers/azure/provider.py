@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from ipaddress import ip_address
 from typing import Any
 
-from providers.azure import bodies, errors
+from providers.azure import bodies, disks, errors
 from providers.azure.clients import Clients, generate_ssh_public_key, make_clients
 from providers.azure.settings import (
     READ_BURST_SECONDS,
@@ -48,7 +48,7 @@ from providers.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 CONCURRENT_CALLS = 32
-HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image")
+HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image", "volumes")
 
 
 class AzureProvider:
@@ -173,12 +173,18 @@ class AzureProvider:
             image_id = request.spec.image
             log.info("sandbox=%s: Choosing %s from annotation as the Azure Image for the PodVM "
                      "image", sid, image_id)
+        if request.spec.volumes:
+            await self._check_volumes(clients, size, request.spec.volumes)
         await self._remove_leftovers(clients, name)
         body = bodies.vm_body(
             name=name, computer_name=request.name, size=size, image_id=image_id,
             user_data=user_data, ssh_public_key=await self._public_key(),
             tags=instance_tags(request, defaults=s.extra_tags), s=s,
         )
+        if request.spec.volumes:
+            disks.add_data_disks(body, request.spec.volumes)
+            for lun, disk_id in enumerate(request.spec.volumes):
+                log.info("sandbox=%s: Attaching data disk: LUN %d, ID: %s", sid, lun, disk_id)
         log.info("sandbox=%s: creating VM %s (size %s)", sid, name, size)
         try:
             vm = await self.long_running(
@@ -192,6 +198,21 @@ class AzureProvider:
             raise
         log.info("sandbox=%s instance=%s: created VM %s", sid, vm.id, name)
         return bodies.to_instance(vm, ips)
+
+    async def _check_volumes(self, clients: Clients, size: str, volumes: tuple[str, ...]) -> None:
+        try:
+            sizes = await self.call(_list, clients.compute.virtual_machine_sizes.list,
+                                    self._settings.region, action="list VM sizes")
+        except ProviderError as exc:
+            log.warning("could not list VM sizes for disk count validation: %s", exc)
+        else:
+            disks.check_count(sizes, size, len(volumes))
+
+        async def get_disk(rg: str, name: str) -> Any:
+            return await self.call(_get_or_none, clients.compute.disks.get, rg, name,
+                                   action="get disk")
+
+        await disks.check_disks(get_disk, volumes, self._settings.region)
 
     async def _ips(self, clients: Clients, vm: Any) -> tuple[IPAddress, ...]:
         """Public addresses first (when ``USE_PUBLIC_IP``), then private ones, from the NICs."""

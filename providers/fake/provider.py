@@ -28,7 +28,8 @@ from runtime.settings import setting
 
 Hook = Callable[[InstanceRequest, Instance], Awaitable[None]]
 
-# Everything but ``volumes``, which no provider honours.
+# Everything but ``volumes``: by default the fake stands for a cloud that cannot attach
+# disks (tests that attach them set ``honoured`` to every field).
 DEFAULT_HONOURED = tuple(name for name in SPEC_FIELDS if name != "volumes")
 
 

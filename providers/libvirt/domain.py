@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from providers.base import InvalidSpec
-from providers.libvirt import metadata
+from providers.libvirt import datadisks, metadata
 from providers.libvirt.capabilities import ARCH_AARCH64, ARCH_S390X, ARCH_X86_64, OS_TYPE_HVM
 
 DESCRIPTION = "This Virtual Machine is the peer-pod VM"
@@ -34,6 +34,7 @@ class DomainConfig:
     machine: str = ""  # canonical machine type (aarch64, s390x)
     emulator: str = ""  # emulator binary from the host capabilities (aarch64, s390x)
     launch_security: LaunchSecurity = LaunchSecurity.NONE
+    data_disks: tuple[datadisks.DataDisk, ...] = ()  # the pod's volumes, LUN order
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -225,15 +226,20 @@ def build_domain_xml(cfg: DomainConfig) -> str:
         element = _aarch64(cfg)
     else:
         element = _x86_64(cfg)
+    if cfg.data_disks:
+        datadisks.append(element, cfg.data_disks, iommu=cfg.arch in (ARCH_S390X, ARCH_AARCH64))
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")
 
 
 def disk_paths(domain_xml: str) -> list[str]:
-    """Files behind the domain's file-backed disks (root and config drive volumes)."""
+    """Files behind the domain's own file-backed disks (root and config drive volumes; the
+    pod's data disks are not the domain's)."""
     root = ET.fromstring(domain_xml)
     paths = []
     for disk in root.findall("devices/disk"):
+        if datadisks.is_data_disk(disk):
+            continue
         source = disk.find("source")
         path = source.get("file") if source is not None else None
         if path:

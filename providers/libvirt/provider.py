@@ -35,6 +35,8 @@ from providers.libvirt.capabilities import (
 )
 from providers.libvirt.config import LAUNCH_SECURITY_S390_PV, Settings, validate
 from providers.libvirt.connection import Connection, Opener, is_missing, translate
+from providers.libvirt.datadisks import DataDisk
+from providers.libvirt.datadisks import resolve as resolve_data_disk
 from providers.libvirt.domain import DomainConfig, LaunchSecurity, build_domain_xml
 from providers.libvirt.metadata import InstanceMetadata
 from providers.libvirt.volume import VolumeNames
@@ -48,7 +50,7 @@ Uploader = Callable[[libvirt.virConnect, libvirt.virStorageVol, bytes], None]
 
 IP_POLL_INTERVAL = 3.0
 # Domains have no instance types, and GPUs and extra NICs are not attached.
-HONOURED_SPEC = ("vcpus", "memory_mib", "image")
+HONOURED_SPEC = ("vcpus", "memory_mib", "image", "volumes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class LibvirtProvider:
         reused = await self._reuse_or_clear(request)
         if reused is not None:
             return reused
+        data_disks = await self._data_disks(name, spec.volumes)
 
         tags = instance_tags(request, defaults=adaptor_tags(
             self.node_name, request.sandbox_id, request.pod_name, request.pod_namespace))
@@ -177,6 +180,7 @@ class LibvirtProvider:
                     machine=machine,
                     emulator=guest.emulator if guest and host.arch != ARCH_X86_64 else "",
                     launch_security=launch_security,
+                    data_disks=data_disks,
                 )
             )
             log.info("instance=%s sandbox=%s: defining and starting the domain",
@@ -198,6 +202,14 @@ class LibvirtProvider:
             id=instance_id, name=name, ips=ips, tags=tags, created_at=created_at,
             state=InstanceState.RUNNING,
         )
+
+    async def _data_disks(self, name: str, volumes: tuple[str, ...]) -> tuple[DataDisk, ...]:
+        if not volumes:
+            return ()
+        return tuple(await self._call(
+            lambda conn: [resolve_data_disk(conn, disk_id) for disk_id in volumes],
+            f"instance={name}: looking up the pod's volumes",
+        ))
 
     def _create_root(self, conn: libvirt.virConnect, name: str, base: str) -> str:
         pool = self._pool(conn)

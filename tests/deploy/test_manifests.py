@@ -2,24 +2,31 @@
 
 Today the code makes no Kubernetes API call: the adaptor's ServiceAccount is granted nothing
 and mounts no token. When code starts calling the API, ``API_CLIENT_MARKERS`` finds it and
-these tests fail until deploy/rbac.yaml and ``GRANTED`` say what it needs.
+these tests fail until deploy/base/rbac.yaml and ``GRANTED`` say what it needs.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEPLOY = ROOT / "deploy"
-NAMESPACE = "confidential-containers-system"
+from tests.deploy.render import (
+    DEPLOY,
+    NAMESPACE,
+    OVERLAYS,
+    ROOT,
+    files_of,
+    only,
+    overlay_files,
+    pod_spec,
+    rendered,
+)
+
 SERVICE_ACCOUNT = "cloud-api-adaptor"
-CODE_PACKAGES = ("protocols", "runtime", "podnetwork", "adaptor", "forwarder", "providers")
+CODE_PACKAGES = (
+    "protocols", "runtime", "podnetwork", "adaptor", "forwarder", "providers", "webhook",
+)
 # what in-cluster API access looks like in Python: the token path, the service host
 # variable, the client libraries
 API_CLIENT_MARKERS = (
@@ -32,31 +39,6 @@ API_CLIENT_MARKERS = (
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 # (apiGroup, resource, verb) granted to the adaptor: exactly what the code calls
 GRANTED: set[tuple[str, str, str]] = set()
-
-
-def resources_from_files() -> list[dict[str, Any]]:
-    """The kustomization's resources as its files hold them (it applies no transform)."""
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for name in kustomization["resources"]:
-        docs.extend(d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d)
-    return docs
-
-
-def rendered() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def only(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
-    return found[0]
 
 
 def granted_rules(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -88,17 +70,21 @@ def code_calling_the_api() -> list[str]:
     return hits
 
 
-def test_kustomize_renders_what_the_files_hold() -> None:
-    docs = rendered()
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_renders_what_the_files_hold(overlay: str) -> None:
+    docs = rendered(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(d["kind"] for d in resources_from_files())
-    assert {"Namespace", "ServiceAccount", "DaemonSet", "ConfigMap", "RuntimeClass"} <= set(kinds)
+    assert kinds == sorted(d["kind"] for d in overlay_files(overlay))
+    assert {"Namespace", "ServiceAccount", "DaemonSet", "ConfigMap", "Secret", "RuntimeClass",
+            "CustomResourceDefinition", "Deployment", "Service",
+            "MutatingWebhookConfiguration"} <= set(kinds)
 
 
-def test_rendered_rbac_grants_exactly_what_the_code_uses() -> None:
-    docs = rendered()
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_rbac_grants_exactly_what_the_code_uses(overlay: str) -> None:
+    docs = rendered(overlay)
     assert granted_rules(docs) == GRANTED
-    # every role in the manifests is bound to the adaptor: no stray grants to anyone else
+    # every role in the manifests is bound: no stray grants to anyone else
     bound = {(d["roleRef"]["kind"], d["roleRef"]["name"]) for d in docs
              if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
     roles = {(d["kind"], d["metadata"]["name"]) for d in docs
@@ -109,16 +95,16 @@ def test_rendered_rbac_grants_exactly_what_the_code_uses() -> None:
 def test_no_code_calls_the_kubernetes_api_without_rbac() -> None:
     hits = code_calling_the_api()
     assert not hits or GRANTED, (
-        "code talks to the Kubernetes API; grant what it uses in deploy/rbac.yaml and "
+        "code talks to the Kubernetes API; grant what it uses in deploy/base/rbac.yaml and "
         f"GRANTED, and mount the token: {hits}"
     )
 
 
 def test_the_adaptor_mounts_no_token_while_nothing_is_granted() -> None:
-    docs = resources_from_files()
+    docs = files_of(DEPLOY / "base")
     account = only(docs, "ServiceAccount", SERVICE_ACCOUNT)
     assert account["metadata"]["namespace"] == NAMESPACE
-    pod = only(docs, "DaemonSet", "cloud-api-adaptor-daemonset")["spec"]["template"]["spec"]
+    pod = pod_spec(only(docs, "DaemonSet", "cloud-api-adaptor-daemonset"))
     assert pod["serviceAccountName"] == SERVICE_ACCOUNT
     mounts = bool(pod.get("automountServiceAccountToken", True)) and bool(
         account.get("automountServiceAccountToken", True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from guest.attesters.detect import detect_tee, make_attester
+from guest.attesters.detect import Platform, detect_tee, make_attester
 from guest.attesters.sample import SampleAttester
 from guest.attesters.tdx import TdxAttester
 from guest.attesters.tsm import TsmReports
@@ -78,21 +78,21 @@ async def test_tdx_evidence_pads_report_data_and_adds_the_eventlog(tmp_path: Pat
 
 def test_detection_order_and_forcing(tmp_path: Path) -> None:
     tdx = tsm_tree(tmp_path / "a", FakeTsmConfigFs("tdx_guest"))
-    assert detect_tee(tdx, sysroot=tmp_path) == "tdx"
+    assert detect_tee(Platform(tdx, tmp_path)) == "tdx"
     absent = TsmReports(tmp_path / "missing")
-    assert detect_tee(absent, sysroot=tmp_path) == "sample"
+    assert detect_tee(Platform(absent, tmp_path)) == "sample"
     (tmp_path / "sys/devices/platform/sev-guest").mkdir(parents=True)
-    assert detect_tee(absent, sysroot=tmp_path) == "snp"
-    assert isinstance(make_attester("sample", tsm=tdx), SampleAttester)
-    assert isinstance(make_attester("tdx", tsm=absent), TdxAttester)
+    assert detect_tee(Platform(absent, tmp_path)) == "snp"
+    assert isinstance(make_attester("sample", Platform(tdx, tmp_path)), SampleAttester)
+    assert isinstance(make_attester("tdx", Platform(absent, tmp_path)), TdxAttester)
 
 
 def test_auto_falls_back_to_sample_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    attester = make_attester("auto", tsm=TsmReports(tmp_path / "missing"), sysroot=tmp_path)
+    attester = make_attester("auto", Platform(TsmReports(tmp_path / "missing"), tmp_path))
     assert attester.tee == "sample"
     assert "Sample Attester will be used" in caplog.text
     (tmp_path / "sys/devices/platform/sev-guest").mkdir(parents=True)
-    snp = make_attester("auto", tsm=TsmReports(tmp_path / "missing"), sysroot=tmp_path)
+    snp = make_attester("auto", Platform(TsmReports(tmp_path / "missing"), tmp_path))
     assert snp.tee == "snp"

@@ -173,5 +173,8 @@ def test_cdh_toml_keys_and_fallbacks() -> None:
         cdh_config.parse('[kbc]\nname = "sample_kbc"\n')
     from_env = cdh_config.from_kernel_cmdline({"AA_KBC_PARAMS": "cc_kbc::http://k:80"}, "")
     assert from_env.kbc == cdh_config.KbcConfig("cc_kbc", "http://k:80")
-    with pytest.raises(GuestConfigError):
-        cdh_config.from_kernel_cmdline({}, "quiet")
+    # neither (the dummy initdata has no cdh.toml): upstream's default, so the CDH starts
+    default = cdh_config.from_kernel_cmdline({}, "quiet")
+    assert default.kbc == cdh_config.KbcConfig("offline_fs_kbc", "")
+    with pytest.raises(GuestConfigError, match="not <kbc>::<url>"):
+        cdh_config.from_kernel_cmdline({"AA_KBC_PARAMS": "cc_kbc"}, "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import struct
 import uuid
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from guest.attesters import ioctl
+from guest.attesters.base import InitDataResult
 from guest.attesters.snp import SnpAttester
 from guest.attesters.snp_report import cert_chain_json, report_json
 from guest.attesters.tsm import TsmReports
@@ -187,24 +189,93 @@ async def test_host_data_binding(tmp_path: Path) -> None:
         await attester.bind_init_data(fill(48, 0x98))
 
 
-async def test_ioctl_fallback_without_configfs_tsm(tmp_path: Path) -> None:
-    device = tmp_path / "sev-guest"
-    device.write_bytes(b"")
-    seen: list[bytes] = []
+class FakeSevGuest:
+    """The kernel's /dev/sev-guest: SNP_GET_REPORT, and SNP_GET_EXT_REPORT with the host's
+    certificate table (EIO + SNP_GUEST_VMM_ERR_INVALID_LEN when the buffer is too small)."""
 
-    def driver(fd: int, request: int, buffer: bytearray) -> None:
-        assert request == ioctl.SNP_GET_REPORT
+    def __init__(self, certs: bytes) -> None:
+        self.certs = certs
+        self.calls: list[tuple[int, bytes, int]] = []
+
+    def __call__(self, fd: int, request: int, buffer: bytearray) -> None:
         _, req, resp, _ = ioctl.SNP_REQUEST.unpack(buffer)
-        user_data, vmpl = ioctl.SNP_REPORT_REQ.unpack(ctypes.string_at(req, 96))
+        if request == ioctl.SNP_GET_EXT_REPORT:
+            raw = ctypes.string_at(req, ioctl.SNP_EXT_REPORT_REQ.size)
+            user_data, vmpl, certs_address, certs_len = ioctl.SNP_EXT_REPORT_REQ.unpack(raw)
+            self.calls.append((request, user_data, certs_len))
+            if certs_len < len(self.certs):
+                needed = -(-len(self.certs) // 4096) * 4096
+                new = ioctl.SNP_EXT_REPORT_REQ.pack(user_data, vmpl, certs_address, needed)
+                ctypes.memmove(req, new, len(new))
+                buffer[24:32] = (1 << 32).to_bytes(8, "little")
+                raise OSError(errno.EIO, "Input/output error")
+            ctypes.memmove(certs_address, self.certs, len(self.certs))
+        else:
+            assert request == ioctl.SNP_GET_REPORT
+            user_data, vmpl = ioctl.SNP_REPORT_REQ.unpack(ctypes.string_at(req, 96))
+            self.calls.append((request, user_data, 0))
         assert vmpl == 0
-        seen.append(user_data)
         report = build_report(3, chip_id=fill(64, 1), cpuid=(0x19, 0x11, 1), report_data=user_data)
         message = struct.pack("=II24x", 0, len(report)) + report
         ctypes.memmove(resp, message, len(message))
 
+
+def test_ext_report_request_number() -> None:
+    assert ioctl.SNP_GET_EXT_REPORT == 0xC0205302 and ioctl.SNP_EXT_REPORT_REQ.size == 112
+
+
+async def test_ioctl_fallback_without_configfs_tsm(tmp_path: Path) -> None:
+    device = tmp_path / "sev-guest"
+    device.write_bytes(b"")
+    driver = FakeSevGuest(bytes(4096))  # the host has no certificates: an all-zero table
     attester = SnpAttester(TsmReports(tmp_path / "missing"), device=device, ioctl_call=driver)
     evidence = await attester.evidence(b"\x01\x02")
-    assert seen == [b"\x01\x02" + bytes(62)]
+    assert driver.calls == [(ioctl.SNP_GET_EXT_REPORT, b"\x01\x02" + bytes(62), 4 * 4096)]
     assert evidence["cert_chain"] is None
     assert evidence["attestation_report"]["current_tcb"]["fmc"] is None  # Genoa
     assert evidence["attestation_report"]["report_data"][:3] == [1, 2, 0]
+
+
+async def test_ext_report_carries_the_host_certificate_chain(tmp_path: Path) -> None:
+    device = tmp_path / "sev-guest"
+    device.write_bytes(b"")
+    vcek, ask, ark = b"V" * 1400, b"A" * 1600, b"R" * 1500
+    table = cert_table([(VCEK, vcek), (ASK, ask), (ARK, ark)])
+    driver = FakeSevGuest(table + bytes(5 * 4096 - len(table)))  # needs five pages
+    attester = SnpAttester(TsmReports(tmp_path / "missing"), device=device, ioctl_call=driver)
+    evidence = await attester.evidence(b"\x09")
+    assert [call[2] for call in driver.calls] == [4 * 4096, 5 * 4096]  # grown as asked
+    assert evidence["cert_chain"] == [
+        {"cert_type": "ARK", "data": list(ark)},
+        {"cert_type": "VCEK", "data": list(vcek)},
+        {"cert_type": "ASK", "data": list(ask)},
+    ]
+    host_data = build_report(3, chip_id=fill(64, 1), cpuid=(0x19, 0x11, 1), report_data=bytes(64))[
+        0xC0:0xE0
+    ]
+    assert await attester.bind_init_data(host_data) is InitDataResult.OK
+    assert driver.calls[-1][0] == ioctl.SNP_GET_REPORT  # HOSTDATA: the plain report
+
+
+def test_ext_report_errors(tmp_path: Path) -> None:
+    device = tmp_path / "sev-guest"
+    device.write_bytes(b"")
+
+    def busy(fd: int, request: int, buffer: bytearray) -> None:
+        buffer[24:32] = (2 << 32).to_bytes(8, "little")
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(AttesterError, match="exitinfo2=0x200000000"):
+        ioctl.snp_ext_report(device=device, ioctl=busy)
+
+    def absurd(fd: int, request: int, buffer: bytearray) -> None:
+        req = ioctl.SNP_REQUEST.unpack(buffer)[1]
+        raw = ctypes.string_at(req, ioctl.SNP_EXT_REPORT_REQ.size)
+        user_data, vmpl, address, _ = ioctl.SNP_EXT_REPORT_REQ.unpack(raw)
+        new = ioctl.SNP_EXT_REPORT_REQ.pack(user_data, vmpl, address, 1 << 30)
+        ctypes.memmove(req, new, len(new))
+        buffer[24:32] = (1 << 32).to_bytes(8, "little")
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(AttesterError, match="bad certificate length"):
+        ioctl.snp_ext_report(device=device, ioctl=absurd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,20 @@ def _default_user_data(_name: str) -> bytes:
 
 
 @dataclass
+class VolumeKit:
+    """The cloud side of CSI block volumes, for a provider that attaches them.
+
+    ``make(n)`` creates ``n`` free disks and returns their ids; ``attached(instance_id)`` the
+    ids of the disks attached to the instance in attachment order (LUN, device name);
+    ``free(ids)`` whether every one of them still exists and is attached to nothing.
+    """
+
+    make: Callable[[int], Awaitable[tuple[str, ...]]]
+    attached: Callable[[str], Awaitable[list[str]]]
+    free: Callable[[tuple[str, ...]], Awaitable[bool]]
+
+
+@dataclass
 class Subject:
     """One provider under test.
 
@@ -42,6 +57,7 @@ class Subject:
     cloud still holds for the instance called ``name`` besides the instance itself (volumes,
     directories). ``slow_create()`` makes the next creates take a while (for the
     cancellation test). ``unknown_id`` is well-formed for the provider but names nothing.
+    ``volumes`` is ``None`` for a provider that refuses CSI block volumes.
     """
 
     make: Callable[[], Provider]
@@ -52,6 +68,7 @@ class Subject:
     residue: Residue = _no_residue
     slow_create: Callable[[], None] = lambda: None
     user_data: Callable[[str], bytes] = _default_user_data
+    volumes: VolumeKit | None = None
     made: list[Provider] = field(default_factory=list)
 
 
@@ -84,6 +101,7 @@ def aws(request: pytest.FixtureRequest, node: str) -> Subject:
     from providers.aws.provider import AwsProvider
     from tests.providers.aws.conftest import World, alive_ids, base_settings
     from tests.providers.aws.ec2proxy import Ec2Proxy
+    from tests.providers.aws.test_volumes import make_volume
 
     world: World = request.getfixturevalue("world")
     proxy: Ec2Proxy = request.getfixturevalue("proxy")
@@ -97,6 +115,22 @@ def aws(request: pytest.FixtureRequest, node: str) -> Subject:
     async def residue(name: str) -> set[str]:
         return alive_ids(ec2, {"Name": name})
 
+    async def make_volumes(count: int) -> tuple[str, ...]:
+        return tuple(make_volume(ec2, world, f"contract-{i}") for i in range(count))
+
+    async def attached(instance_id: str) -> list[str]:
+        found = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
+                                               "Values": [instance_id]}])["Volumes"]
+        pairs = [(a["Device"], v["VolumeId"]) for v in found for a in v["Attachments"]
+                 if a["InstanceId"] == instance_id and a["Device"].startswith("/dev/xvd")]
+        return [volume_id for _device, volume_id in sorted(pairs, key=lambda p: (len(p[0]),
+                                                                                 p[0]))]
+
+    async def free(volume_ids: tuple[str, ...]) -> bool:
+        found = ec2.describe_volumes(VolumeIds=list(volume_ids))["Volumes"]
+        return len(found) == len(volume_ids) and all(
+            v["State"] == "available" and not v["Attachments"] for v in found)
+
     return Subject(
         make=lambda: AwsProvider(settings, node_name=node, poll_interval=0.05),
         make_bad=lambda: AwsProvider(replace(settings, image_id="ami-00000000"),
@@ -106,6 +140,7 @@ def aws(request: pytest.FixtureRequest, node: str) -> Subject:
         unknown_id="i-0123456789abcdef0",
         residue=residue,
         slow_create=slow,
+        volumes=VolumeKit(make_volumes, attached, free),
     )
 
 
@@ -121,6 +156,23 @@ def libvirt(request: pytest.FixtureRequest, node: str) -> Subject:
             {name} & env.domain_names()
         )
 
+    async def make_volumes(count: int) -> tuple[str, ...]:
+        from tests.providers.libvirt.test_datadisks import make_volumes as make
+
+        return make(env, count)
+
+    async def attached(instance_id: str) -> list[str]:
+        from tests.providers.libvirt.test_datadisks import data_disks
+
+        dom = env.conn.lookupByUUIDString(instance_id)
+        return [disk[2] for disk in sorted(data_disks(ET.fromstring(dom.XMLDesc(0))))]
+
+    async def free(paths: tuple[str, ...]) -> bool:
+        pool_paths = {v.path() for v in env.pool().listAllVolumes()}
+        used = {s.get("file") for d in env.conn.listAllDomains(0)
+                for s in ET.fromstring(d.XMLDesc(0)).findall("devices/disk/source")}
+        return set(paths) <= pool_paths and not set(paths) & used
+
     return Subject(
         make=lambda: LibvirtProvider(env.settings, node_name=node, uploader=env.uploads),
         make_bad=lambda: LibvirtProvider(replace(env.settings, pool_name="no-such-pool"),
@@ -129,6 +181,7 @@ def libvirt(request: pytest.FixtureRequest, node: str) -> Subject:
         unsupported_field="instance_type",
         unknown_id=str(uuid.uuid4()),
         residue=residue,
+        volumes=VolumeKit(make_volumes, attached, free),
     )
 
 
@@ -257,6 +310,20 @@ def azure(request: pytest.FixtureRequest, node: str) -> Subject:
     async def residue(name: str) -> set[str]:
         return server.state.residue(name)
 
+    async def make_volumes(count: int) -> tuple[str, ...]:
+        return tuple(server.state.add_disk(f"contract-{uuid.uuid4().hex[:8]}")
+                     for _ in range(count))
+
+    async def attached(instance_id: str) -> list[str]:
+        vm = server.state.vms.get(instance_id.rsplit("/", 1)[-1].lower())
+        found = (vm or {}).get("properties", {}).get("storageProfile", {}).get("dataDisks", [])
+        return [d["managedDisk"]["id"] for d in sorted(found, key=lambda d: int(d["lun"]))]
+
+    async def free(disk_ids: tuple[str, ...]) -> bool:
+        disks = [server.state.disks.get(d.rsplit("/", 1)[-1].lower()) for d in disk_ids]
+        return all(d is not None and not d.get("managedBy")
+                   and d["properties"]["diskState"] == "Unattached" for d in disks)
+
     bad_image = server.state.resource_id("Microsoft.Compute", "images", "no-such-image")
     unknown = server.state.resource_id("Microsoft.Compute", "virtualMachines", "podvm-gone-0")
     return Subject(
@@ -267,6 +334,7 @@ def azure(request: pytest.FixtureRequest, node: str) -> Subject:
         unknown_id=unknown,
         residue=residue,
         slow_create=slow,
+        volumes=VolumeKit(make_volumes, attached, free),
     )
 
 

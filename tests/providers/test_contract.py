@@ -216,6 +216,29 @@ async def test_unsupported_spec_is_refused(
     assert await subject.residue(request.name) == set()
 
 
+async def test_volumes_attached_or_refused(
+    subject: Subject, provider: Provider, node: str
+) -> None:
+    """CSI block volumes: a provider that can attach them attaches every one, in order, and
+    its delete leaves them intact and free; any other refuses them before making anything."""
+    kit = subject.volumes
+    if kit is None:
+        request = make_request(subject, node, spec=InstanceSpec(
+            volumes=("vol-0123456789abcdef0",)))
+        with pytest.raises(InvalidSpec, match="volumes"):
+            await provider.create_instance(request)
+        assert await of_sandbox(provider, request.sandbox_id) == set()
+        assert await subject.residue(request.name) == set()
+        return
+    disks = await kit.make(2)
+    request = make_request(subject, node, spec=InstanceSpec(volumes=disks))
+    instance = await provider.create_instance(request)
+    assert await kit.attached(instance.id) == list(disks)
+    await provider.delete_instance(instance.id)
+    assert await of_sandbox(provider, request.sandbox_id) == set()
+    assert await kit.free(disks)
+
+
 async def test_verify_config_good_and_bad(subject: Subject, provider: Provider) -> None:
     await provider.verify_config()
     bad = subject.make_bad()

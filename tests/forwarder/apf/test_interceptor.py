@@ -13,7 +13,8 @@ from forwarder.apf.interceptor import CLOUD_VOLUMES_KEY, Interceptor
 from forwarder.apf.relay import AgentRelay
 from forwarder.apf.volumes import VOLUME_TARGET_PATH_KEY, mountinfo_checker
 from protocols.kata import agent_pb2, oci_pb2
-from protocols.ttrpc import Client, Code, Server, TTRPCError
+from protocols.ttrpc import Client, Code, TTRPCError
+from protocols.ttrpc.relay import RelayServer
 from tests.forwarder.apf.helpers import FakeAgent, wait_until
 
 AGENT = "grpc.AgentService"
@@ -49,8 +50,7 @@ async def client(agent: FakeAgent, setup: Setup, tmp_path: Path) -> AsyncIterato
     interceptor = Interceptor(relay, pod_netns=NETNS, pod="default/nginx",
                               is_mounted=setup.is_mounted,
                               mount_wait_limit=2.0, bind_roots=(f"{tmp_path}/host/",))
-    server = Server()
-    interceptor.register(server)
+    server = RelayServer(interceptor.policy())
     path = str(tmp_path / "fwd.sock")
     await server.start_unix(path)
     async with await Client.connect_unix(path) as c:
@@ -95,13 +95,13 @@ async def test_undecodable_create_container_is_an_error(client: Client, agent: F
     assert agent.seen == []
 
 
-async def test_cloud_volumes_fail_with_failed_precondition(client: Client,
-                                                           agent: FakeAgent) -> None:
+async def test_bad_cloud_volumes_annotation_is_refused(client: Client,
+                                                       agent: FakeAgent) -> None:
     spec = oci_pb2.Spec(Annotations={CLOUD_VOLUMES_KEY: '{"vol-0":{"mount_point":"/data"}}'})
     with pytest.raises(TTRPCError) as info:
         await create(client, container(spec))
-    assert info.value.code == Code.FAILED_PRECONDITION
-    assert info.value.message == "cloud volumes are not supported yet"
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert info.value.message == "cloud volume vol-0 missing required mount_point or lun field"
     assert agent.calls("CreateContainer") == []
 
 

@@ -26,6 +26,7 @@ from tests.providers.azure.armstate import (
     COMPUTE_API,
     DISKS_API,
     GALLERY_API,
+    MAX_DATA_DISKS,
     NETWORK_API,
     SIZES,
     SKUS_API,
@@ -262,7 +263,8 @@ class ArmServer:
     async def _vm_sizes(self, request: web.Request, args: dict[str, str]) -> web.Response:
         return web.json_response({"value": [
             {"name": s.name, "numberOfCores": s.vcpus, "memoryInMB": s.memory_mib,
-             "maxDataDiskCount": 4, "osDiskSizeInMB": 1047552, "resourceDiskSizeInMB": 0}
+             "maxDataDiskCount": MAX_DATA_DISKS, "osDiskSizeInMB": 1047552,
+             "resourceDiskSizeInMB": 0}
             for s in SIZES]})
 
     async def _skus(self, request: web.Request, args: dict[str, str]) -> web.Response:

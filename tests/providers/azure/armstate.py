@@ -53,6 +53,9 @@ SIZES = (
 )
 
 
+MAX_DATA_DISKS = 4  # every size's maxDataDiskCount here
+
+
 @dataclass
 class Faults:
     operation_polls: int = 2  # in-progress answers before an operation ends
@@ -161,9 +164,14 @@ class ArmState:
             raise ArmError(409, "SkuNotAvailable", f"The requested VM size {size} is currently "
                            f"not available in location '{self.region}'")
         vm_id = self.resource_id("Microsoft.Compute", "virtualMachines", name)
+        data_disks = self._data_disks(props, size, vm_id)
         nic_refs = [self._make_nic(config, vm_id) for config in
                     props["networkProfile"]["networkInterfaceConfigurations"]]
         self._make_disk(props["storageProfile"]["osDisk"], vm_id)
+        for spec, disk in data_disks:
+            disk["managedBy"] = vm_id
+            disk["deleteOption"] = spec.get("deleteOption", "Detach")
+            disk["properties"]["diskState"] = "Attached"
         stored = dict(props)
         stored.pop("userData", None)  # ARM does not return it without $expand=userData
         stored["networkProfile"] = dict(stored["networkProfile"], networkInterfaces=nic_refs)
@@ -188,6 +196,44 @@ class ArmState:
                 self.on_vm_ready(vm, self.user_data[name.lower()])
 
         return vm, self.operation(done, error)
+
+    def add_disk(self, name: str, *, location: str | None = None, size_gb: int = 4) -> str:
+        """A managed disk, unattached (what a CSI driver's CreateVolume leaves)."""
+        disk_id = self.resource_id("Microsoft.Compute", "disks", name)
+        self.disks[name.lower()] = {
+            "id": disk_id, "name": name, "type": "Microsoft.Compute/disks",
+            "location": location or self.region,
+            "properties": {"diskSizeGB": size_gb, "diskState": "Unattached"}}
+        return disk_id
+
+    def _data_disks(
+        self, props: dict[str, Any], size: str, vm_id: str
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """ARM's checks of the body's data disks (createOption Attach): the disks to attach."""
+        found = []
+        luns: set[int] = set()
+        for spec in props["storageProfile"].get("dataDisks") or []:
+            lun = int(spec["lun"])
+            if lun in luns or not 0 <= lun < MAX_DATA_DISKS:
+                raise ArmError(400, "InvalidParameter", f"LUN {lun} is invalid or used twice")
+            luns.add(lun)
+            if spec.get("createOption") != "Attach":
+                raise ArmError(400, "InvalidParameter", "only createOption Attach is served")
+            disk_id = _need(spec, "managedDisk", "id")
+            disk = self.disks.get(disk_id.rsplit("/", 1)[-1].lower())
+            if disk is None or disk["id"].lower() != disk_id.lower():
+                raise ArmError(404, "NotFound", f"Resource {disk_id} was not found.")
+            if disk.get("managedBy"):
+                raise ArmError(409, "OperationNotAllowed", f"Disk {disk['name']} is already "
+                               f"attached to VM {disk['managedBy']}.")
+            if disk.get("location", self.region).lower() != self.region.lower():
+                raise ArmError(400, "BadRequest", f"disk {disk_id} is in another region")
+            found.append((spec, disk))
+        if len(found) > MAX_DATA_DISKS:
+            raise ArmError(409, "OperationNotAllowed", f"The maximum number of data disks "
+                           f"allowed to be attached to a VM of this size ({size}) is "
+                           f"{MAX_DATA_DISKS}.")
+        return found
 
     def _make_nic(self, config: dict[str, Any], vm_id: str) -> dict[str, Any]:
         name = config["name"]
@@ -257,6 +303,8 @@ class ArmState:
                     table.pop(key)
                 elif owner == vm["id"]:
                     item.pop("managedBy", None)
+                    if "diskState" in item.get("properties", {}):
+                        item["properties"]["diskState"] = "Unattached"
                     item.get("properties", {}).pop("virtualMachine", None)
 
     def nics_of(self, vm: dict[str, Any]) -> list[str]:

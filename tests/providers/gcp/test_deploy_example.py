@@ -1,4 +1,4 @@
-"""deploy/examples/peer-pods-cm-gcp.yaml: every key is a setting, and it configures the gcp
+"""deploy/overlays/gcp/peer-pods-cm.yaml: every key is a setting, and it configures the gcp
 provider as the adaptor would read it from the environment."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from adaptor.config import AdaptorSettings
 from providers.gcp.settings import GcpSettings
 from runtime.settings import parse_settings
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "peer-pods-cm-gcp.yaml"
+OVERLAY = Path(__file__).resolve().parents[3] / "deploy" / "overlays" / "gcp"
 
 
 def _envs(cls: type) -> set[str]:
@@ -21,7 +21,8 @@ def _envs(cls: type) -> set[str]:
 
 
 def test_example_configmap_is_gcp_settings() -> None:
-    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    docs = [d for name in ("peer-pods-cm.yaml", "peer-pods-secret.yaml")
+            for d in yaml.safe_load_all((OVERLAY / name).read_text()) if d]
     [cm] = [d for d in docs if d["kind"] == "ConfigMap"]
     [secret] = [d for d in docs if d["kind"] == "Secret"]
     assert cm["metadata"] == {"name": "peer-pods-cm",

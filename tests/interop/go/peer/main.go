@@ -86,6 +86,8 @@ func main() {
 		if err := runGuest(*address, *call, *arg); err != nil {
 			fail("guest: %v", err)
 		}
+	case "cloud-volumes-json":
+		runCloudVolumesJSON()
 	case "agent-bench-server", "relay", "datapath-client":
 		runDatapathMode(mode, flags, address)
 	default:
