@@ -11,7 +11,7 @@
 #                  install of this project without build isolation, under the same hashes)
 #   runtime.txt    the runtime dependencies (scripts/install.sh)
 #   test.txt       runtime + the test extras, aws and libvirt included (.ci/run)
-#   image.txt      runtime + the aws, azure, gcp, libvirt and kube extras (Dockerfile)
+#   image.txt      runtime + the aws, azure, gcp, libvirt, kube and guest extras (Dockerfile)
 #   podvm.txt      runtime + the guest extra (the pod VM image, podvm-image/build)
 # runtime.txt, image.txt and podvm.txt are constrained to test.txt, so a package they share has the same
 # version everywhere. Install one with
@@ -27,7 +27,10 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml --extra test -o requirements/test.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     -o requirements/runtime.txt
+# image.txt: the providers' SDKs, the Kubernetes client and the guest extra, so that every console script works in
+# the images (tpm is the pod VM's alone: it builds against libtss2-dev)
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
-    --extra aws --extra azure --extra gcp --extra libvirt --extra kube -o requirements/image.txt
+    --extra aws --extra azure --extra gcp --extra libvirt --extra kube --extra guest \
+    -o requirements/image.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     --extra guest -o requirements/podvm.txt
