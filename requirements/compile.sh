@@ -30,7 +30,6 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
 # image.txt: the providers' SDKs, the Kubernetes client and the guest extra, so that every console script works in
 # the images (tpm is the pod VM's alone: it builds against libtss2-dev)
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
-    --extra aws --extra azure --extra gcp --extra libvirt --extra kube --extra guest \
-    -o requirements/image.txt
+    --extra aws --extra azure --extra gcp --extra libvirt --extra kube --extra guest -o requirements/image.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     --extra guest -o requirements/podvm.txt
