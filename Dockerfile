@@ -64,6 +64,7 @@ COPY forwarder forwarder
 COPY providers providers
 COPY guest guest
 COPY webhook webhook
+COPY k8s k8s
 # COMMIT: what `cloud-api-adaptor version` prints as the commit (a git revision)
 ARG COMMIT=unknown
 RUN set -eu; \

@@ -30,7 +30,7 @@ from providers import registry
 from providers.base import ConfigError, Provider
 from runtime import aio
 from runtime.errors import UsageError
-from runtime.settings import parse_settings, setting
+from runtime.settings import build, flags_of, scan, setting, usage
 
 log = logging.getLogger("peerpod-ctrl")
 
@@ -143,9 +143,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     from adaptor.__main__ import configure_logging
 
     environ = os.environ if env is None else env
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        settings = parse_settings(CtrlSettings, sys.argv[1:] if argv is None else argv,
-                                  environ)
+        parsed = scan(args, flags_of(CtrlSettings))
+        if parsed.help:
+            sys.stderr.write(usage(flags_of(CtrlSettings), f"Usage of {PROG}"))
+            return 0
+        settings = build(CtrlSettings, parsed, environ)
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,12 @@ def test_refuses_to_run_without_kubernetes_access() -> None:
     assert main(["--no-such-flag"], {}) == 2
 
 
+def test_help_prints_the_flags_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"], {}) == 0
+    assert "-health-probe-bind-address" in capsys.readouterr().err
+    assert main(["-no-such-flag"], {}) == 2
+
+
 def test_upstream_flags_are_accepted() -> None:
     settings = parse_settings(CtrlSettings, ["--leader-elect", "--health-probe-bind-address",
                                              ":9090", "--metrics-bind-address",
