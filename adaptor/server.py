@@ -106,14 +106,20 @@ def prepare(settings: AdaptorSettings) -> Prepared:
 
 
 def make_network(settings: AdaptorSettings) -> WorkerNetwork:
-    from adaptor.network import make_worker_network
+    from adaptor.network import make_worker_network, parse_pod_subnets
 
+    try:
+        pod_subnets = parse_pod_subnets(settings.pod_subnet_cidrs)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     try:
         return make_worker_network(
             settings.tunnel_type,
             vxlan_port=settings.vxlan_port,
             vxlan_min_id=settings.vxlan_min_id,
             host_interface=settings.host_interface or None,
+            pod_subnets=pod_subnets,
+            external_net_via_pod_vm=settings.ext_network_via_podvm,
         )
     except ValueError as exc:
         raise StartupError(f"TUNNEL_TYPE: {exc}") from None
