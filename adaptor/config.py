@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
+from providers import registry
 from runtime.settings import setting
 
 DEFAULT_SOCKET = "/run/peerpod/hypervisor.sock"
@@ -180,6 +181,24 @@ def unsupported(settings: AdaptorSettings) -> str | None:
         return ("ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN is true, but external cloud-provider "
                 f"plugins (Go .so files, here {path}) are not supported; unset it and use a "
                 "built-in provider")
+    return None
+
+
+def refused_by_provider(settings: AdaptorSettings, provider: str) -> str | None:
+    """Why ``provider`` cannot run with these settings, or ``None``.
+
+    ``EXTERNAL_NETWORK_VIA_PODVM`` needs a second NIC on every pod VM. Upstream attaches one
+    on AWS and Alibaba Cloud only (cloud-providers/aws/provider.go, ``CreateInstance`` with
+    ``spec.MultiNic``); elsewhere its pod VMs come up without one and the forwarder only logs
+    ``failed to set up external network``. Here a provider that cannot is refused at
+    startup. A provider not in :mod:`providers.registry` (tests' fakes) is not checked.
+    """
+    entry = registry.PROVIDERS.get(provider)
+    if settings.ext_network_via_podvm and entry is not None and not entry.second_nic:
+        offered = ", ".join(sorted(e.name for e in registry.PROVIDERS.values() if e.second_nic))
+        return (f"EXTERNAL_NETWORK_VIA_PODVM is true, but the {provider} provider cannot give "
+                f"pod VMs the second network interface it needs (offered by: {offered}); "
+                "unset it")
     return None
 
 

@@ -23,7 +23,14 @@ import tempfile
 from dataclasses import dataclass
 
 from adaptor.cloudconfig import validate_default_initdata
-from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir, unsupported
+from adaptor.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    AdaptorSettings,
+    refused_by_provider,
+    state_dir,
+    unsupported,
+)
 from adaptor.errors import InvalidRequest
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
 from adaptor.metrics import InstrumentedProvider, Metrics
@@ -174,6 +181,9 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
+        refused = refused_by_provider(settings, self.provider.name)
+        if refused is not None:
+            raise StartupError(refused)
         self._probe = ProbeServer(self.metrics, startup=self._startup_check,
                                   health=self._health_check)
         try:
