@@ -103,11 +103,13 @@ class AdaptorSettings:
     )
     ext_network_via_podvm: bool = setting(
         env="EXTERNAL_NETWORK_VIA_PODVM", flag="ext-network-via-podvm", default=False,
-        help="route pod egress through a second NIC of the pod VM (experimental)",
+        help="route pod egress through a second NIC of the pod VM (experimental; aws, "
+        "libvirt, local)",
     )
     pod_subnet_cidrs: tuple[str, ...] = setting(
         env="POD_SUBNET_CIDRS", flag="pod-subnet-cidrs", default=(),
-        help="comma-separated extra pod subnets routed through the pod gateway (experimental)",
+        help="comma-separated extra IPv4 pod subnets routed through the pod gateway, on the "
+        "tunnel (experimental)",
     )
     runtimeclass_name: str = setting(
         env="RUNTIMECLASS_NAME", default="kata-remote",
