@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
+from providers import registry
 from runtime.settings import setting
 
 DEFAULT_SOCKET = "/run/peerpod/hypervisor.sock"
@@ -102,11 +103,13 @@ class AdaptorSettings:
     )
     ext_network_via_podvm: bool = setting(
         env="EXTERNAL_NETWORK_VIA_PODVM", flag="ext-network-via-podvm", default=False,
-        help="route pod egress through a second NIC of the pod VM (experimental)",
+        help="route pod egress through a second NIC of the pod VM (experimental; aws, "
+        "libvirt, local)",
     )
     pod_subnet_cidrs: tuple[str, ...] = setting(
         env="POD_SUBNET_CIDRS", flag="pod-subnet-cidrs", default=(),
-        help="comma-separated extra pod subnets routed through the pod gateway (experimental)",
+        help="comma-separated extra IPv4 pod subnets routed through the pod gateway, on the "
+        "tunnel (experimental)",
     )
     runtimeclass_name: str = setting(
         env="RUNTIMECLASS_NAME", default="kata-remote",
@@ -190,6 +193,24 @@ def unsupported(settings: AdaptorSettings) -> str | None:
         return ("ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN is true, but external cloud-provider "
                 f"plugins (Go .so files, here {path}) are not supported; unset it and use a "
                 "built-in provider")
+    return None
+
+
+def refused_by_provider(settings: AdaptorSettings, provider: str) -> str | None:
+    """Why ``provider`` cannot run with these settings, or ``None``.
+
+    ``EXTERNAL_NETWORK_VIA_PODVM`` needs a second NIC on every pod VM. Upstream attaches one
+    on AWS and Alibaba Cloud only (cloud-providers/aws/provider.go, ``CreateInstance`` with
+    ``spec.MultiNic``); elsewhere its pod VMs come up without one and the forwarder only logs
+    ``failed to set up external network``. Here a provider that cannot is refused at
+    startup. A provider not in :mod:`providers.registry` (tests' fakes) is not checked.
+    """
+    entry = registry.PROVIDERS.get(provider)
+    if settings.ext_network_via_podvm and entry is not None and not entry.second_nic:
+        offered = ", ".join(sorted(e.name for e in registry.PROVIDERS.values() if e.second_nic))
+        return (f"EXTERNAL_NETWORK_VIA_PODVM is true, but the {provider} provider cannot give "
+                f"pod VMs the second network interface it needs (offered by: {offered}); "
+                "unset it")
     return None
 
 

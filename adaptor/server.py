@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from adaptor.cloudconfig import validate_default_initdata
-from adaptor.config import LOG_FORMATS, LOG_LEVELS, AdaptorSettings, state_dir, unsupported
+from adaptor.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    AdaptorSettings,
+    refused_by_provider,
+    state_dir,
+    unsupported,
+)
 from adaptor.errors import InvalidRequest
 from adaptor.lifecycle import PodObjects
 from adaptor.manager import ManagerConfig, RetryPolicy, SandboxManager
@@ -123,14 +130,20 @@ def prepare(settings: AdaptorSettings) -> Prepared:
 
 
 def make_network(settings: AdaptorSettings) -> WorkerNetwork:
-    from adaptor.network import make_worker_network
+    from adaptor.network import make_worker_network, parse_pod_subnets
 
+    try:
+        pod_subnets = parse_pod_subnets(settings.pod_subnet_cidrs)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     try:
         return make_worker_network(
             settings.tunnel_type,
             vxlan_port=settings.vxlan_port,
             vxlan_min_id=settings.vxlan_min_id,
             host_interface=settings.host_interface or None,
+            pod_subnets=pod_subnets,
+            external_net_via_pod_vm=settings.ext_network_via_podvm,
         )
     except ValueError as exc:
         raise StartupError(f"TUNNEL_TYPE: {exc}") from None
@@ -189,6 +202,9 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
+        refused = refused_by_provider(settings, self.provider.name)
+        if refused is not None:
+            raise StartupError(refused)
         self._probe = ProbeServer(self.metrics, startup=self._startup_check,
                                   health=self._health_check)
         try:

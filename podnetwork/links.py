@@ -61,6 +61,7 @@ class DefaultRoute:
     index: int
     gateway: str
     priority: int
+    proto: int = 0
 
 
 def default_routes(ipr: Any, *, multipath: bool = True) -> list[DefaultRoute]:
@@ -85,6 +86,7 @@ def default_routes(ipr: Any, *, multipath: bool = True) -> list[DefaultRoute]:
                 index=oif,
                 gateway=attr(route, "RTA_GATEWAY", ""),
                 priority=attr(route, "RTA_PRIORITY", 0),
+                proto=route["proto"],
             )
         )
     return found

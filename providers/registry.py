@@ -22,15 +22,18 @@ class ProviderEntry:
     name: str
     module: str
     extra: str | None  # the pip extra that brings the SDK, None when nothing is needed
+    # Gives each pod VM a second NIC when asked (``InstanceSpec.multi_nic``), for
+    # ``EXTERNAL_NETWORK_VIA_PODVM``; the adaptor refuses to start with it otherwise.
+    second_nic: bool = False
 
 
 PROVIDERS: dict[str, ProviderEntry] = {
     entry.name: entry
     for entry in (
-        ProviderEntry("local", "providers.local", None),
-        ProviderEntry("aws", "providers.aws", "aws"),
+        ProviderEntry("local", "providers.local", None, second_nic=True),
+        ProviderEntry("aws", "providers.aws", "aws", second_nic=True),
         ProviderEntry("azure", "providers.azure", "azure"),
-        ProviderEntry("libvirt", "providers.libvirt", "libvirt"),
+        ProviderEntry("libvirt", "providers.libvirt", "libvirt", second_nic=True),
         ProviderEntry("gcp", "providers.gcp", "gcp"),
     )
 }

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from adaptor.network import tunnel
 from adaptor.network.allocator import VxlanIdAllocator, VxlanIdExhausted
@@ -52,10 +52,14 @@ class VxlanWorkerNetwork:
         vxlan_min_id: int = 555000,
         host_interface: str | None = None,
         host_netns: str | None = None,
+        pod_subnets: Sequence[IPv4Network] = (),
+        external_net_via_pod_vm: bool = False,
     ) -> None:
         if not 0 < vxlan_port <= 65535:
             raise ValueError(f"vxlan port {vxlan_port} is out of range 1..65535")
         self.vxlan_port = vxlan_port
+        self.pod_subnets = tuple(pod_subnets)
+        self.external_net_via_pod_vm = external_net_via_pod_vm
         self.host_interface = host_interface or None
         self.host_netns = host_netns
         self.allocator = VxlanIdAllocator(vxlan_min_id)
@@ -65,9 +69,12 @@ class VxlanWorkerNetwork:
     async def inspect(self, sandbox_id: str, netns_path: str) -> PodNetwork:
         def read() -> PodNetwork:
             host = read_host(self.host_netns, self.host_interface)
-            pod = read_pod(netns_path, "vxlan")
+            pod = read_pod(netns_path, "vxlan", self.pod_subnets)
             return dataclasses.replace(
-                pod, worker_node_ip=host.worker_node_ip, dedicated=host.dedicated
+                pod,
+                worker_node_ip=host.worker_node_ip,
+                dedicated=host.dedicated,
+                external_net_via_pod_vm=self.external_net_via_pod_vm,
             )
 
         network = await asyncio.to_thread(translate, f"inspect {netns_path}", read)

@@ -16,7 +16,8 @@ import time
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from forwarder.podnetwork import apply, links
+from forwarder.podnetwork import apply, external, links
+from forwarder.podnetwork.external import ExternalLink
 from forwarder.podnetwork.plan import MAX_MTU, PodNetworkPlan, plan_pod_network, validate
 from podnetwork import steps
 from podnetwork.errors import PodNetworkError
@@ -38,8 +39,9 @@ class PodNetworkHandle:
     :class:`PodNetworkError`; calling it again finishes the job.
     """
 
-    def __init__(self, plan: PodNetworkPlan | None) -> None:
+    def __init__(self, plan: PodNetworkPlan | None, ext: ExternalLink | None = None) -> None:
         self._plan = plan
+        self.external = ext  # the VM's NIC moved into the pod netns (external network)
 
     @property
     def active(self) -> bool:
@@ -49,7 +51,7 @@ class PodNetworkHandle:
         plan = self._plan
         if plan is None:
             return
-        await asyncio.to_thread(_teardown_sync, plan)
+        await asyncio.to_thread(_teardown_sync, plan, self.external)
         log.info(
             "pod network %s: vxlan id %d in %s removed",
             plan.network.pod_ip,
@@ -88,11 +90,11 @@ async def setup_pod_network(
         async def settle() -> None:
             await asyncio.wait({task})
             if not task.cancelled() and task.exception() is None:
-                await asyncio.to_thread(_teardown_sync, task.result())
+                await asyncio.to_thread(_teardown_sync, *task.result())
 
         await asyncio.shield(settle())
         raise
-    plan = task.result()
+    plan, ext = task.result()
     log.info(
         "pod network %s on %s in %s: vxlan id %d to %s port %d",
         network.pod_ip,
@@ -102,7 +104,7 @@ async def setup_pod_network(
         plan.worker_ip,
         network.vxlan_port,
     )
-    return PodNetworkHandle(plan)
+    return PodNetworkHandle(plan, ext)
 
 
 async def _wait_for_vm_network(
@@ -143,8 +145,11 @@ def _vm_network_problem(
         return f"!cannot read {links.where(vm_netns)}: {exc}"
 
 
-def _setup_sync(network: PodNetwork, pod_netns: str, vm_netns: str | None) -> PodNetworkPlan:
-    """Plan from what is observed now, then apply; on failure undo and raise."""
+def _setup_sync(
+    network: PodNetwork, pod_netns: str, vm_netns: str | None
+) -> tuple[PodNetworkPlan, ExternalLink | None]:
+    """Plan from what is observed now, then apply; on failure undo and raise. Then the
+    external network, when asked for (its failure is logged, as upstream's)."""
     plan = plan_pod_network(
         network, pod_netns=pod_netns, vm_netns=vm_netns, netns_exists=os.path.exists(pod_netns)
     )
@@ -158,12 +163,37 @@ def _setup_sync(network: PodNetwork, pod_netns: str, vm_netns: str | None) -> Po
         steps.apply(apply.setup_steps(plan), undo_failed)
     except (NetlinkError, OSError) as exc:
         raise PodNetworkError(f"pod network setup in {pod_netns} failed: {exc}") from None
-    return plan
+    if not network.external_net_via_pod_vm:
+        return plan, None
+    return plan, _setup_external(network, pod_netns, vm_netns)
 
 
-def _teardown_sync(plan: PodNetworkPlan) -> None:
+def _setup_external(
+    network: PodNetwork, pod_netns: str, vm_netns: str | None
+) -> ExternalLink | None:
+    """Upstream (podnetwork/podnode.go, ``podNode.Setup``) logs a failure here and goes on:
+    the pod keeps its default route through the tunnel."""
+    try:
+        with links.open_netns(vm_netns) as ipr:
+            primary = links.primary_interface(ipr)
+        if primary is None:
+            raise PodNetworkError(f"no IPv4 default route in {links.where(vm_netns)}")
+        ext = external.attach(vm_netns, pod_netns, primary)
+    except (PodNetworkError, NetlinkError, OSError) as exc:
+        log.warning("pod network %s: failed to set up external network: %s",
+                    network.pod_ip, exc)
+        return None
+    log.info("pod network %s: external network through %s (%s), default via %s",
+             network.pod_ip, ext.name, ext.address, ext.gateway or ext.name)
+    return ext
+
+
+def _teardown_sync(plan: PodNetworkPlan, ext: ExternalLink | None = None) -> None:
     what = f"pod network teardown in {plan.pod_netns} failed"
-    steps.remove_all([_guarded(what, removal) for removal in apply.removals(plan)])
+    removals = apply.removals(plan)
+    if ext is not None:
+        removals.insert(0, lambda: external.detach(plan.vm_netns, plan.pod_netns, ext))
+    steps.remove_all([_guarded(what, removal) for removal in removals])
 
 
 def _guarded(what: str, removal: steps.Action) -> steps.Action:

@@ -20,11 +20,12 @@ import botocore.session
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from providers.aws import errors
+from providers.aws import errors, nic
 from providers.aws.imds import lookup_defaults
 from providers.aws.params import (
     ALIVE_STATES,
     GONE_STATES,
+    NAME_TAG,
     TAGS,
     AddressNotReady,
     ImageInfo,
@@ -55,7 +56,7 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from providers.kit import BlockingCalls, SdkCaller, refuse_unsupported
+from providers.kit import BlockingCalls, SdkCaller, instance_tags, refuse_unsupported
 from providers.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,11 @@ UEFI_BOOT_MODES = ("uefi", "uefi-preferred")
 # EC2 calls in flight at once: boto3's HTTP connection pool and the worker threads that
 # run the blocking calls are sized alike (asyncio's default pool is only cpus + 4 threads).
 CONCURRENT_CALLS = 32
-# The adaptor picks the instance type from vCPUs, memory and GPUs (instance_types()).
-HONOURED_SPEC = ("instance_type", "vcpus", "memory_mib", "gpus", "image", "volumes")
+# The adaptor picks the instance type from vCPUs, memory and GPUs (instance_types());
+# multi_nic is a second ENI (providers.aws.nic); volumes are attached EBS volumes.
+HONOURED_SPEC = (
+    "instance_type", "vcpus", "memory_mib", "gpus", "image", "volumes", "multi_nic"
+)
 
 
 @functools.cache
@@ -334,7 +338,20 @@ class AwsProvider:
                      address)
         if request.spec.volumes:
             await self._volumes.attach(instance_id, request.spec.volumes)
+        if request.spec.multi_nic and not nic.has_addon_nic(found):
+            await self._add_addon_nic(request, instance_id)
         return to_instance(found, public_first=False, ips=ips)
+
+    async def _add_addon_nic(self, request: InstanceRequest, instance_id: str) -> None:
+        tags = TAGS.to_cloud(
+            instance_tags(request, defaults=self._settings.extra_tags, name_tag=NAME_TAG)
+        )
+        nic_id = await nic.add_addon_nic(
+            self._call, self._describe_instances, instance_id, self._placement, tags,
+            public_ip=self._settings.use_public_ip, poll=self._poll_interval,
+        )
+        log.info("sandbox=%s instance=%s: second network interface %s (external network)",
+                 request.sandbox_id, instance_id, nic_id)
 
     async def _wait_public_ip(self, instance_id: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -370,6 +387,8 @@ class AwsProvider:
         return found[0] if found else None
 
     async def delete_instance(self, instance_id: str) -> None:
+        if self._settings.use_public_ip:
+            await self._release_elastic_ips(instance_id)
         try:
             await self._call("terminate_instances", mutating=True, InstanceIds=[instance_id],
                              translate=lambda exc: errors.translate(
@@ -384,6 +403,14 @@ class AwsProvider:
                 return
             raise
         log.info("instance=%s: terminating", instance_id)
+
+    async def _release_elastic_ips(self, instance_id: str) -> None:
+        """Upstream's DeleteInstance releases them first and only logs a failure."""
+        try:
+            await nic.release_elastic_ips(self._call, instance_id)
+        except ProviderError as exc:
+            log.warning("instance=%s: failed to deallocate the Elastic IP address: %s",
+                        instance_id, exc)
 
     async def _is_gone(self, instance_id: str) -> bool:
         try:

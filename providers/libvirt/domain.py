@@ -35,6 +35,9 @@ class DomainConfig:
     emulator: str = ""  # emulator binary from the host capabilities (aarch64, s390x)
     launch_security: LaunchSecurity = LaunchSecurity.NONE
     data_disks: tuple[datadisks.DataDisk, ...] = ()  # the pod's volumes, LUN order
+    # 2: a second NIC on the same network, for EXTERNAL_NETWORK_VIA_PODVM (the pod VM's
+    # forwarder moves it into the pod netns); the first one stays the tunnel's.
+    nics: int = 1
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -96,11 +99,21 @@ def _file_disk(
 
 
 def _interface(devices: ET.Element, cfg: DomainConfig, *, iommu: bool) -> None:
-    interface = _sub(devices, "interface", type="network")
-    _sub(interface, "source", network=cfg.network)
-    _sub(interface, "model", type="virtio")
-    if iommu:
-        _sub(interface, "driver", iommu="on")
+    for _ in range(cfg.nics):
+        interface = _sub(devices, "interface", type="network")
+        _sub(interface, "source", network=cfg.network)
+        _sub(interface, "model", type="virtio")
+        if iommu:
+            _sub(interface, "driver", iommu="on")
+
+
+def interface_macs(domain_xml: str) -> tuple[str, ...]:
+    """The MAC addresses of the domain's interfaces, in device order (lowercase)."""
+    root = ET.fromstring(domain_xml)
+    return tuple(
+        mac.get("address", "").lower()
+        for mac in root.findall("./devices/interface/mac")
+    )
 
 
 def _console(devices: ET.Element, target: str) -> None:

@@ -15,7 +15,7 @@ from providers.base import InstanceState, IPAddress
 from providers.libvirt import metadata
 from providers.libvirt.addresses import parse_interface_addresses
 from providers.libvirt.connection import NOT_SUPPORTED_CODES, error_code, is_missing
-from providers.libvirt.domain import disk_paths
+from providers.libvirt.domain import disk_paths, interface_macs
 from providers.libvirt.storage import delete_by_path
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,9 @@ def define_and_start(conn: libvirt.virConnect, xml: str) -> str:
 
 
 def addresses(dom: libvirt.virDomain) -> tuple[IPAddress, ...]:
-    """The domain's IPs from the first source that reports any (lease, agent, ARP)."""
+    """The domain's IPs from the first source that reports any (lease, agent, ARP), the
+    first NIC's first."""
+    macs = interface_macs(dom.XMLDesc(0))
     for label, source in ADDRESS_SOURCES:
         try:
             report = dom.interfaceAddresses(source, 0)
@@ -102,7 +104,7 @@ def addresses(dom: libvirt.virDomain) -> tuple[IPAddress, ...]:
                 raise
             log.debug("instance=%s: no %s addresses: %s", dom.name(), label, exc)
             continue
-        ips = parse_interface_addresses(report)
+        ips = parse_interface_addresses(report, macs)
         if ips:
             return ips
     return ()

@@ -49,8 +49,9 @@ T = TypeVar("T")
 Uploader = Callable[[libvirt.virConnect, libvirt.virStorageVol, bytes], None]
 
 IP_POLL_INTERVAL = 3.0
-# Domains have no instance types, and GPUs and extra NICs are not attached.
-HONOURED_SPEC = ("vcpus", "memory_mib", "image", "volumes")
+# Domains have no instance types, and GPUs are not attached.
+# multi_nic: a second interface on LIBVIRT_NET (providers.libvirt.domain)
+HONOURED_SPEC = ("vcpus", "memory_mib", "image", "volumes", "multi_nic")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,7 @@ class LibvirtProvider:
                     emulator=guest.emulator if guest and host.arch != ARCH_X86_64 else "",
                     launch_security=launch_security,
                     data_disks=data_disks,
+                    nics=2 if spec.multi_nic else 1,
                 )
             )
             log.info("instance=%s sandbox=%s: defining and starting the domain",

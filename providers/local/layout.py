@@ -48,6 +48,11 @@ def host_veth(instance_id: str) -> str:
     return f"ppv{instance_id}"
 
 
+def second_host_veth(instance_id: str) -> str:
+    """Host end of the veth pair of the VM's second NIC (``EXTERNAL_NETWORK_VIA_PODVM``)."""
+    return f"ppx{instance_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class VmPaths:
     root: Path
@@ -102,6 +107,7 @@ class VmRecord:
     sandbox_id: str = ""
     pid: int | None = None
     pid_start: int | None = None  # the leader's start time (clock ticks), against pid reuse
+    second_address: str = ""  # of the second NIC ("": none)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,7 @@ class VmRecord:
             "sandbox_id": self.sandbox_id,
             "pid": self.pid,
             "pid_start": self.pid_start,
+            **({"second_address": self.second_address} if self.second_address else {}),
         }
 
     @classmethod
@@ -138,6 +145,7 @@ class VmRecord:
             sandbox_id=str(data.get("sandbox_id", "")),
             pid=int(pid) if pid is not None else None,
             pid_start=int(pid_start) if pid_start is not None else None,
+            second_address=str(data.get("second_address", "")),
         )
 
 

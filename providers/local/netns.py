@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from providers.base import ProviderError
-from providers.local.layout import host_veth, pod_netns, vm_netns
+from providers.local.layout import host_veth, pod_netns, second_host_veth, vm_netns
 
 log = logging.getLogger(__name__)
 
 VM_INTERFACE = "eth0"
+SECOND_VM_INTERFACE = "eth1"
 _MISSING = ("Cannot find device", "No such file or directory", "does not exist",
             "Cannot open network namespace")
 
@@ -94,6 +95,23 @@ async def create_vm_network(
     await ip("-n", pod, "link", "set", "dev", "lo", "up")
 
 
+async def add_second_nic(
+    instance_id: str, bridge: str, address: IPv4Address, subnet: IPv4Network
+) -> None:
+    """The VM's second NIC ``eth1`` (``EXTERNAL_NETWORK_VIA_PODVM``): another veth on the
+    same bridge with an address of the same subnet and no route of its own, as an AWS ENI
+    in the pod VMs' subnet; the forwarder moves it into the pod netns. ``arp_ignore=1``:
+    on one segment each NIC answers ARP for its own address only (a cloud's fabric does)."""
+    vm, veth = vm_netns(instance_id), second_host_veth(instance_id)
+    await ip("netns", "exec", vm, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
+    await ip("link", "add", "name", veth, "type", "veth", "peer", "name", SECOND_VM_INTERFACE,
+             "netns", vm)
+    await ip("link", "set", "dev", veth, "master", bridge, "up")
+    await ip("-n", vm, "addr", "add", f"{address}/{subnet.prefixlen}", "dev",
+             SECOND_VM_INTERFACE)
+    await ip("-n", vm, "link", "set", "dev", SECOND_VM_INTERFACE, "up")
+
+
 async def netns_pids(name: str) -> list[int]:
     """Processes living in namespace ``name`` (none when it does not exist)."""
     try:
@@ -109,7 +127,8 @@ async def delete_vm_network(instance_id: str) -> None:
     """Remove the VM's namespaces and veth; whatever is already gone is skipped."""
     for name in (pod_netns(instance_id), vm_netns(instance_id)):
         await _ip_quiet_if_missing("netns", "delete", name)
-    await _ip_quiet_if_missing("link", "delete", "dev", host_veth(instance_id))
+    for veth in (host_veth(instance_id), second_host_veth(instance_id)):
+        await _ip_quiet_if_missing("link", "delete", "dev", veth)
 
 
 async def exists(kind: str, name: str) -> bool:

@@ -28,6 +28,7 @@ from providers.base import (
     InstanceRequest,
     InstanceState,
     InstanceTypeCatalogue,
+    InvalidSpec,
     ProviderError,
     QuotaExceeded,
 )
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 5.0
 # A pod VM is a group of processes sharing the host's CPUs and memory, so any vCPU and memory
 # request is met; it has no instance types, images, GPUs or second NIC.
-HONOURED_SPEC = ("vcpus", "memory_mib")
+# multi_nic: a second veth in the VM's namespace (providers.local.netns.add_second_nic)
+HONOURED_SPEC = ("vcpus", "memory_mib", "multi_nic")
 
 
 def _parse_subnet(text: str, what: str) -> IPv4Network:
@@ -176,6 +178,9 @@ class LocalProvider:
         use_netns = self.uses_netns
         if use_netns and os.geteuid() != 0:
             raise ConfigError("local provider: network namespaces need root")
+        if request.spec.multi_nic and not use_netns:
+            raise InvalidSpec("the local provider gives pod VMs a second NIC (multi_nic) only "
+                              "with network namespaces (LOCAL_NETNS)")
         async with self._lock:
             existing = await self._existing(request.sandbox_id)
             if existing is not None:
@@ -196,6 +201,9 @@ class LocalProvider:
                     await netns.ensure_bridge(self._settings.bridge, gateway, self._subnet)
                 await netns.create_vm_network(record.id, self._settings.bridge, address,
                                               gateway, self._subnet)
+                if record.second_address:
+                    await netns.add_second_nic(record.id, self._settings.bridge,
+                                               IPv4Address(record.second_address), self._subnet)
             proc = await self._start(record, paths, use_netns)
             record = dataclasses.replace(record, pid=proc.pid, pid_start=_process_start(proc.pid))
             write_record(paths, record)
@@ -228,11 +236,13 @@ class LocalProvider:
     def _reserve(self, request: InstanceRequest, use_netns: bool) -> VmRecord:
         """Pick an id and a free address and write the record (caller holds the lock)."""
         subnet = self._subnet if use_netns else self._loopback
-        used = {record.address for record in self._records()}
+        used = {a for record in self._records() for a in (record.address, record.second_address)}
         hosts = iter(subnet.hosts())
         next(hosts)  # the bridge's address, or 127.0.0.1 of the host itself
-        address = next((str(h) for h in hosts if str(h) not in used), None)
-        if address is None:
+        free = (str(h) for h in hosts if str(h) not in used)
+        address = next(free, None)
+        second = next(free, None) if request.spec.multi_nic else ""
+        if address is None or second is None:
             raise QuotaExceeded(f"no free address left in {subnet} for a local pod VM")
         self._state.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
@@ -248,6 +258,7 @@ class LocalProvider:
         tags = instance_tags(request)
         record = VmRecord(
             id=instance_id, name=request.name, address=address, netns=use_netns,
+            second_address=second,
             created_at=datetime.now(UTC), tags=tags, sandbox_id=request.sandbox_id,
         )
         try:

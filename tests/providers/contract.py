@@ -135,8 +135,8 @@ def aws(request: pytest.FixtureRequest, node: str) -> Subject:
         make=lambda: AwsProvider(settings, node_name=node, poll_interval=0.05),
         make_bad=lambda: AwsProvider(replace(settings, image_id="ami-00000000"),
                                      node_name=node),
-        unsupported=InstanceSpec(multi_nic=True),
-        unsupported_field="multi_nic",
+        unsupported=InstanceSpec(gpu_model="nvidia-a100"),  # multi_nic is a second ENI
+        unsupported_field="gpu_model",
         unknown_id="i-0123456789abcdef0",
         residue=residue,
         slow_create=slow,
