@@ -71,6 +71,16 @@ Matcher = type[BaseException] | Callable[[BaseException], bool]
 ErrorFactory = type[ProviderError] | Callable[[BaseException, str], ProviderError]
 
 
+def already_translated(exc: BaseException, context: str) -> ProviderError | None:
+    """What every translator does first: a rate limiter that did not admit the call is
+    :class:`Throttled`, a :class:`ProviderError` stays as it is; ``None`` for anything else."""
+    if isinstance(exc, RateLimitTimeout):
+        return Throttled(f"{context}: client-side rate limit did not admit the call in time")
+    if isinstance(exc, ProviderError):
+        return exc
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorTable:
     """SDK exceptions to provider errors: the first rule whose matcher (an exception class
@@ -84,10 +94,9 @@ class ErrorTable:
     default: ErrorFactory = ProviderError
 
     def translate(self, exc: BaseException, context: str) -> ProviderError:
-        if isinstance(exc, RateLimitTimeout):
-            return Throttled(f"{context}: client-side rate limit did not admit the call in time")
-        if isinstance(exc, ProviderError):
-            return exc
+        settled = already_translated(exc, context)
+        if settled is not None:
+            return settled
         for matcher, factory in self.rules:
             if isinstance(matcher, type):
                 hit = isinstance(exc, matcher)

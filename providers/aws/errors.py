@@ -28,7 +28,8 @@ from providers.base import (
     QuotaExceeded,
     Throttled,
 )
-from providers.ratelimit import Backoff, RateLimitTimeout
+from providers.kit import already_translated
+from providers.ratelimit import Backoff
 
 THROTTLE_CODES = frozenset({
     "RequestLimitExceeded",
@@ -118,10 +119,9 @@ def translate(
     image_id: str | None = None,
 ) -> ProviderError:
     """Map a botocore (or rate limiter) exception to the project's error tree."""
-    if isinstance(exc, RateLimitTimeout):
-        return Throttled(f"EC2 {action}: client-side rate limit did not admit the call in time")
-    if isinstance(exc, ProviderError):
-        return exc
+    settled = already_translated(exc, f"EC2 {action}")
+    if settled is not None:
+        return settled
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = _message(exc)

@@ -23,7 +23,8 @@ from providers.base import (
     QuotaExceeded,
     Throttled,
 )
-from providers.ratelimit import Backoff, RateLimitTimeout
+from providers.kit import already_translated
+from providers.ratelimit import Backoff
 
 # No capacity, or a quota used up: retrying now does not help.
 QUOTA_CODES = frozenset({
@@ -102,10 +103,9 @@ def translate(
     image_id: str | None = None,
 ) -> ProviderError:
     """Map an azure-core (or rate limiter) exception to the project's error tree."""
-    if isinstance(exc, RateLimitTimeout):
-        return Throttled(f"ARM {action}: client-side rate limit did not admit the call in time")
-    if isinstance(exc, ProviderError):
-        return exc
+    settled = already_translated(exc, f"ARM {action}")
+    if settled is not None:
+        return settled
     if isinstance(exc, ClientAuthenticationError) and not error_code(exc):
         return ConfigError(f"ARM {action}: credentials rejected ({_message(exc)})")
     if isinstance(exc, HttpResponseError):

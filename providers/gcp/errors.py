@@ -22,7 +22,8 @@ from providers.base import (
     QuotaExceeded,
     Throttled,
 )
-from providers.ratelimit import Backoff, RateLimitTimeout
+from providers.kit import already_translated
+from providers.ratelimit import Backoff
 
 THROTTLE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 QUOTA_REASONS = frozenset({"quotaExceeded", "QUOTA_EXCEEDED"})
@@ -99,10 +100,9 @@ def translate(
     image: str | None = None,
 ) -> ProviderError:
     """Map a google-api-core (or rate limiter, or operation) exception to the error tree."""
-    if isinstance(exc, RateLimitTimeout):
-        return Throttled(f"GCE {action}: client-side rate limit did not admit the call in time")
-    if isinstance(exc, ProviderError):
-        return exc
+    settled = already_translated(exc, f"GCE {action}")
+    if settled is not None:
+        return settled
     if isinstance(exc, OperationFailed):
         if exc.status == 404 and instance_id is not None:
             return InstanceNotFound(instance_id)  # deleted by someone else meanwhile
