@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from podnetwork.commands import CommandError, attempt, run, succeeds
+from podnetwork.plan import NotrackRules
+from podnetwork.steps import Step
 
 OUTPUT_CHAIN = "peerpod-OUTPUT"
 PREROUTING_CHAIN = "peerpod-PREROUTING"
@@ -95,6 +97,16 @@ def remove_notrack(vxlan_id: int, *, netns: str | None = None) -> None:
                     while succeeds([*ipt, "-C", base, "-j", chain], netns=netns):
                         run([*ipt, "-D", base, "-j", chain], netns=netns)
                     run([*ipt, "-X", chain], netns=netns)
+
+
+def notrack_step(rules: NotrackRules) -> Step:
+    """The setup step that adds a tunnel's NOTRACK rules; its undo removes them (the same
+    step on the worker and in the pod VM)."""
+    return Step(
+        "add NOTRACK rules",
+        lambda: add_notrack(rules.peer, rules.port, rules.vxlan_id, netns=rules.netns),
+        lambda: remove_notrack(rules.vxlan_id, netns=rules.netns),
+    )
 
 
 def _table_rules(ipt: list[str], netns: str | None) -> list[list[str]] | None:

@@ -54,11 +54,7 @@ def setup_steps(plan: TunnelPlan) -> list[Step]:
     site, dev, rules = plan.site, plan.vxlan, plan.notrack
     steps = [
         Step("check the pod netns", lambda: _check_pod(site)),
-        Step(
-            "add NOTRACK rules",
-            lambda: notrack.add_notrack(rules.peer, rules.port, rules.vxlan_id, netns=rules.netns),
-            lambda: notrack.remove_notrack(rules.vxlan_id, netns=rules.netns),
-        ),
+        notrack.notrack_step(rules),
         Step(
             f"create {dev.name}",
             lambda: _create(dev),

@@ -47,11 +47,7 @@ def setup_steps(plan: PodNetworkPlan) -> list[Step]:
         )  # fmt: skip
     steps += [
         Step("check the pod netns", lambda: _check_pod(pod_netns, dev.target_name)),
-        Step(
-            "add NOTRACK rules",
-            lambda: notrack.add_notrack(rules.peer, rules.port, rules.vxlan_id, netns=rules.netns),
-            lambda: notrack.remove_notrack(rules.vxlan_id, netns=rules.netns),
-        ),
+        notrack.notrack_step(rules),
         Step(
             f"create {dev.name}",
             lambda: _create(dev),
