@@ -39,16 +39,14 @@ from typing import Any, TypeVar
 
 import boto3
 
-from protocols.kata import hypervisor_pb2
-from protocols.ttrpc import Client, ConnectionClosed, TTRPCError
 from providers.base import NODE_TAG
 from tests.netns import Netns, NetnsPool
+from tests.providers.adaptorworld import REPO, WorldDir, adaptor_env, wait_serving
 from tests.providers.aws.fleet import netns_id
 from tests.providers.aws.motoserver import REGION
 
 T = TypeVar("T")
 
-REPO = str(Path(__file__).resolve().parents[3])
 MOTO_PORT = 4566
 FORWARDER_PORT = 15150
 CLONE_NEWNET = 0x40000000
@@ -171,8 +169,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace: float) -> int | None:
 
 
 @dataclass
-class AwsAdaptorWorld:
-    root: str
+class AwsAdaptorWorld(WorldDir):
     ns: Netns
     node: str
     ec2: Ec2View
@@ -185,18 +182,6 @@ class AwsAdaptorWorld:
     @property
     def moto_url(self) -> str:
         return f"http://127.0.0.1:{MOTO_PORT}"
-
-    @property
-    def socket(self) -> str:
-        return os.path.join(self.root, "hv.sock")
-
-    @property
-    def pods_dir(self) -> str:
-        return os.path.join(self.root, "pods")
-
-    @property
-    def agents_dir(self) -> str:
-        return os.path.join(self.root, "agents")
 
     @property
     def events_path(self) -> str:
@@ -219,16 +204,10 @@ class AwsAdaptorWorld:
         return [e for e in found if kind is None or e["event"] == kind]
 
     def adaptor_log(self) -> str:
-        try:
-            return Path(self.adaptor_log_path).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.read("adaptor.log")
 
     def fleet_log(self) -> str:
-        try:
-            return Path(self.root, "fleet.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.read("fleet.log")
 
     async def start_adaptor(
         self, extra_env: Mapping[str, str] | None = None, *,
@@ -236,9 +215,7 @@ class AwsAdaptorWorld:
     ) -> subprocess.Popen[bytes]:
         """``cloud-api-adaptor aws`` in the namespace; returns once its socket answers."""
         env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "PYTHONPATH": REPO,
-            "HOME": self.root,
+            **adaptor_env(self, node=self.node, forwarder_port=FORWARDER_PORT),
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -250,42 +227,14 @@ class AwsAdaptorWorld:
             "AWS_SG_IDS": self.world.security_group_id,
             "SSH_KP_NAME": "podvm-key",
             "PODVM_AMI_ID": self.world.ami,
-            "TUNNEL_TYPE": "none",
-            "NODE_NAME": self.node,
-            "FORWARDER_PORT": str(FORWARDER_PORT),
-            "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
-            "PODS_DIR": self.pods_dir,
-            "PROBE_PORT": "0",
-            "PROXY_TIMEOUT": "30s",
-            "LOG_LEVEL": "debug",
-            "SHUTDOWN_GRACE_PERIOD": "5s",
             **(extra_env or {}),
         }
         self.adaptor_env = env
         argv = command or [*_adaptor_command(), "aws"]
         self.adaptor = _spawn(["ip", "netns", "exec", self.ns.name, *argv],
                               self.adaptor_log_path, env)
-        await self._wait_socket(timeout)
+        await wait_serving(self.adaptor, self.socket, self.adaptor_log, timeout)
         return self.adaptor
-
-    async def _wait_socket(self, timeout: float) -> None:
-        proc = self.adaptor
-        assert proc is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError(
-                        f"cloud-api-adaptor exited with {proc.returncode}: "
-                        f"{self.adaptor_log()[-3000:]}"
-                    )
-                try:
-                    async with await Client.connect_unix(self.socket) as client:
-                        await client.call("hypervisor.Hypervisor", "Version",
-                                          hypervisor_pb2.VersionRequest(),
-                                          hypervisor_pb2.VersionResponse, timeout=2)
-                    return
-                except (OSError, ConnectionClosed, TTRPCError):
-                    await asyncio.sleep(0.1)
 
     def stop_adaptor(self, grace: float = 20.0) -> int | None:
         status = _stop(self.adaptor, grace)

@@ -19,20 +19,20 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from protocols.kata import agent_pb2, health_pb2, hypervisor_pb2
-from protocols.ttrpc import Client, ConnectionClosed, TTRPCError
+from protocols.kata import agent_pb2, health_pb2
+from protocols.ttrpc import Client
 from tests.adaptor.helpers import eventually
 from tests.adaptor.shim import Shim, shim_annotations
 from tests.fakes import leakcheck
 from tests.fakes.agent import TestAgent
 from tests.netns import NetnsPool
+from tests.providers.adaptorworld import REPO, WorldDir, adaptor_env, wait_serving
 from tests.providers.aws.fleet import agent_socket, netns_id
-from tests.providers.aws.nsworld import REPO, _adaptor_command, _python, _spawn, _stop
+from tests.providers.aws.nsworld import _adaptor_command, _python, _spawn, _stop
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -44,30 +44,11 @@ SUBNET = "10.1.0.0/24"
 
 
 @dataclass
-class AzureWorld:
-    root: str
+class AzureWorld(WorldDir):
     ns_name: str
     node: str
     arm: Any
     adaptor: Any = None
-
-    @property
-    def socket(self) -> str:
-        return os.path.join(self.root, "hv.sock")
-
-    @property
-    def pods_dir(self) -> str:
-        return os.path.join(self.root, "pods")
-
-    @property
-    def agents_dir(self) -> str:
-        return os.path.join(self.root, "agents")
-
-    def read(self, name: str) -> str:
-        try:
-            return Path(self.root, name).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         lines = self.read("events.jsonl").splitlines()
@@ -79,8 +60,7 @@ class AzureWorld:
     async def start_adaptor(self) -> None:
         w = self.world()
         env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "PYTHONPATH": REPO, "HOME": self.root,
+            **adaptor_env(self, node=self.node, forwarder_port=FORWARDER_PORT),
             "REQUESTS_CA_BUNDLE": os.path.join(self.root, "ca.pem"),
             "AZURE_ARM_ENDPOINT": w["url"], "AZURE_AUTHORITY_HOST": w["url"],
             "AZURE_CLIENT_ID": w["client_id"], "AZURE_CLIENT_SECRET": w["client_secret"],
@@ -88,25 +68,10 @@ class AzureWorld:
             "AZURE_REGION": w["region"], "AZURE_RESOURCE_GROUP": w["resource_group"],
             "AZURE_SUBNET_ID": w["subnet_id"], "AZURE_IMAGE_ID": w["image_id"],
             "CLOUD_CONFIG_VERIFY": "true",
-            "TUNNEL_TYPE": "none", "NODE_NAME": self.node,
-            "FORWARDER_PORT": str(FORWARDER_PORT), "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
-            "PODS_DIR": self.pods_dir, "PROBE_PORT": "0", "PROXY_TIMEOUT": "30s",
-            "LOG_LEVEL": "debug", "SHUTDOWN_GRACE_PERIOD": "5s",
         }
         self.adaptor = _spawn(["ip", "netns", "exec", self.ns_name, *_adaptor_command(),
                                "azure"], os.path.join(self.root, "adaptor.log"), env)
-        async with asyncio.timeout(60):
-            while True:
-                if self.adaptor.poll() is not None:
-                    raise AssertionError(f"adaptor exited: {self.read('adaptor.log')[-3000:]}")
-                try:
-                    async with await Client.connect_unix(self.socket) as client:
-                        await client.call("hypervisor.Hypervisor", "Version",
-                                          hypervisor_pb2.VersionRequest(),
-                                          hypervisor_pb2.VersionResponse, timeout=2)
-                    return
-                except (OSError, ConnectionClosed, TTRPCError):
-                    await asyncio.sleep(0.1)
+        await wait_serving(self.adaptor, self.socket, lambda: self.read("adaptor.log"))
 
 
 @contextlib.asynccontextmanager

@@ -34,8 +34,9 @@ from tests.adaptor.shim import Shim, shim_annotations
 from tests.fakes import leakcheck
 from tests.fakes.agent import TestAgent
 from tests.netns import Netns, NetnsPool
+from tests.providers.adaptorworld import REPO, WorldDir, adaptor_env, wait_serving
 from tests.providers.aws.fleet import agent_socket, netns_id
-from tests.providers.aws.nsworld import REPO, _adaptor_command, _spawn, _stop
+from tests.providers.aws.nsworld import _adaptor_command, _spawn, _stop
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -48,67 +49,37 @@ ZONE = "us-central1-a"
 
 
 @dataclass
-class GcpWorld:
-    root: str
+class GcpWorld(WorldDir):
     ns: Netns
     node: str
     cloud: Any
     adaptor: Any = None
 
     @property
-    def socket(self) -> str:
-        return os.path.join(self.root, "hv.sock")
-
-    @property
-    def pods_dir(self) -> str:
-        return os.path.join(self.root, "pods")
-
-    @property
-    def agents_dir(self) -> str:
-        return os.path.join(self.root, "agents")
-
-    @property
     def log_path(self) -> str:
         return os.path.join(self.root, "adaptor.log")
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        try:
-            lines = Path(self.root, "cloud.jsonl").read_text().splitlines()
-        except FileNotFoundError:
-            return []
+        lines = self.read("cloud.jsonl").splitlines()
         return [e for e in map(json.loads, filter(None, lines)) if e["event"] == kind]
 
     def log(self, name: str = "adaptor.log") -> str:
-        try:
-            return Path(self.root, name).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.read(name)
 
     async def start_adaptor(self, log_level: str) -> None:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "PYTHONPATH": REPO, "HOME": self.root,
+            **adaptor_env(self, node=self.node, forwarder_port=FORWARDER_PORT,
+                          log_level=log_level),
             "GCP_PROJECT_ID": PROJECT, "GCP_ZONE": ZONE, "GCP_NETWORK": "default",
             "PODVM_IMAGE_NAME": "podvm-image", "GCP_MACHINE_TYPE": "n2d-standard-2",
             "GCP_CONFIDENTIAL_TYPE": "SEV_SNP",
             "GCP_API_ENDPOINT": f"http://127.0.0.1:{API_PORT}",
-            "CLOUD_CONFIG_VERIFY": "true", "TUNNEL_TYPE": "none", "NODE_NAME": self.node,
-            "FORWARDER_PORT": str(FORWARDER_PORT), "REMOTE_HYPERVISOR_ENDPOINT": self.socket,
-            "PODS_DIR": self.pods_dir, "PROBE_PORT": "0", "PROXY_TIMEOUT": "30s",
-            "LOG_LEVEL": log_level, "LOG_FORMAT": "json",  # json keeps log extras
-            "SHUTDOWN_GRACE_PERIOD": "5s",
+            "CLOUD_CONFIG_VERIFY": "true",
+            "LOG_FORMAT": "json",  # json keeps log extras
         }
         self.adaptor = _spawn(["ip", "netns", "exec", self.ns.name, *_adaptor_command(), "gcp"],
                               self.log_path, env)
-        shim = Shim(self.socket)
-        async with asyncio.timeout(60):
-            while True:
-                if self.adaptor.poll() is not None:
-                    raise AssertionError(f"adaptor exited: {self.log()[-3000:]}")
-                with contextlib.suppress(Exception):
-                    await shim.version()
-                    return
-                await asyncio.sleep(0.1)
+        await wait_serving(self.adaptor, self.socket, self.log)
 
 
 @contextlib.asynccontextmanager
