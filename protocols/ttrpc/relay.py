@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from protocols.ttrpc.framing import MESSAGE_LENGTH_MAX
+from protocols.ttrpc.listeners import Listeners
 from protocols.ttrpc.relayconn import RelayConnection
 from protocols.ttrpc.relayio import CUT_THROUGH, WRITE_HIGH_WATER, Upstream
 from protocols.ttrpc.server import MAX_CALLS_IN_FLIGHT, CallContext
@@ -70,43 +68,22 @@ class RelayPolicy:
     max_message: int = MESSAGE_LENGTH_MAX
 
 
-class RelayServer:
+class RelayServer(Listeners):
     """Listeners whose connections are relayed with one :class:`RelayPolicy`."""
 
     def __init__(self, policy: RelayPolicy,
                  on_idle: Callable[[Upstream], None] | None = None) -> None:
         """``on_idle`` takes the upstream connection of a downstream connection that closed
         with no call in flight (so it can serve the next one); without it, it is closed."""
+        super().__init__()
         self.policy = policy
         self.on_idle = on_idle
         self.connections: set[RelayConnection] = set()
         self.closing = False
         self.drained: asyncio.Event | None = None  # set when the last call ends, in shutdown
-        self._listeners: list[asyncio.AbstractServer] = []
 
     def _new_connection(self) -> RelayConnection:
         return RelayConnection(self)
-
-    async def start_unix(self, path: str, *, mode: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        listener = await loop.create_unix_server(self._new_connection, path=path)
-        if mode is not None:
-            os.chmod(path, mode)
-        self._listeners.append(listener)
-
-    async def start_tcp(self, host: str, port: int, *,
-                        ssl: ssl_module.SSLContext | None = None) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        listener = await loop.create_server(self._new_connection, host=host, port=port,
-                                            ssl=ssl, reuse_address=True)
-        self._listeners.append(listener)
-        address = listener.sockets[0].getsockname()
-        return address[0], address[1]
-
-    async def accept_socket(self, sock: socket.socket, *,
-                            ssl: ssl_module.SSLContext | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(self._new_connection, sock=sock, ssl=ssl)
 
     @property
     def active_calls(self) -> int:
@@ -115,11 +92,7 @@ class RelayServer:
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop accepting, give calls in flight ``grace`` seconds, then cancel and close."""
         self.closing = True
-        for listener in self._listeners:
-            listener.close()
-        for listener in self._listeners:
-            await listener.wait_closed()
-        self._listeners.clear()
+        await self._stop_listening()
         if self.active_calls and grace > 0:
             self.drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import ssl as ssl_module
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +28,7 @@ from protocols.ttrpc.framing import (
     OversizedFrame,
     encode_frame,
 )
+from protocols.ttrpc.listeners import Listeners
 from protocols.ttrpc.messages import (
     DecodeError,
     Request,
@@ -111,18 +109,18 @@ class Method(Generic[Req, Resp]):
         return response.SerializeToString()
 
 
-class Server:
+class Server(Listeners):
     """Holds the service table and any number of listeners sharing it."""
 
     def __init__(
         self, *, max_message: int = MESSAGE_LENGTH_MAX, max_calls: int = MAX_CALLS_IN_FLIGHT
     ) -> None:
+        super().__init__()
         self._max_message = max_message
         self._max_calls = max_calls
         self._methods: dict[str, RawHandler] = {}
         self._services: dict[str, RawHandler] = {}
         self._known_services: set[str] = set()
-        self._listeners: list[asyncio.AbstractServer] = []
         self._connections: set[_ServerConnection] = set()
         self._closing = False
 
@@ -155,32 +153,6 @@ class Server:
             raise TTRPCError(Code.UNIMPLEMENTED, f"method {method}")
         raise TTRPCError(Code.UNIMPLEMENTED, f"service {service}")
 
-    # listeners --------------------------------------------------------------------------
-    async def start_unix(self, path: str, *, mode: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        listener = await loop.create_unix_server(self._new_connection, path=path)
-        if mode is not None:
-            os.chmod(path, mode)
-        self._listeners.append(listener)
-
-    async def start_tcp(
-        self, host: str, port: int, *, ssl: ssl_module.SSLContext | None = None
-    ) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        listener = await loop.create_server(
-            self._new_connection, host=host, port=port, ssl=ssl, reuse_address=True
-        )
-        self._listeners.append(listener)
-        address = listener.sockets[0].getsockname()
-        return address[0], address[1]
-
-    async def accept_socket(
-        self, sock: socket.socket, *, ssl: ssl_module.SSLContext | None = None
-    ) -> None:
-        """Serve one already-connected socket (for in-memory pairs and socket activation)."""
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(self._new_connection, sock=sock, ssl=ssl)
-
     def _new_connection(self) -> _ServerConnection:
         return _ServerConnection(self)
 
@@ -191,11 +163,7 @@ class Server:
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop accepting, let calls in flight finish for ``grace`` seconds, then cancel them."""
         self._closing = True
-        for listener in self._listeners:
-            listener.close()
-        for listener in self._listeners:
-            await listener.wait_closed()
-        self._listeners.clear()
+        await self._stop_listening()
         calls = [task for conn in self._connections for task in conn.calls.values()]
         if calls and grace > 0:
             await asyncio.wait(calls, timeout=grace)
