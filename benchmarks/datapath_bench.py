@@ -7,6 +7,8 @@ Rows:
 * direct, Go to Go: the client talks to the agent's unix socket;
 * two Go byte relays (no TLS): ``ttrpc-peer relay`` twice, roughly upstream's proxy and
   forwarder without TLS;
+* two Go relays (mTLS over TCP): the same with the middle hop over TCP and mutual TLS with
+  Go's default settings, laid out as the proxy and the forwarder are (upstream's cost);
 * proxy + forwarder with mTLS: this project's :class:`adaptor.proxy.AgentProxy` (in its own
   process, as in the adaptor) dialling the real ``agent-protocol-forwarder`` over TCP + mTLS.
 
@@ -14,7 +16,10 @@ For each row: grpc.Health/Check p50/p99 of sequential calls; 20 concurrent Check
 WaitProcess blocks on the same connection (p50/p99 and wall time per round of 20); ReadStdout
 of 16 MiB in 1 MiB calls (best of 5, MB/s). Ratios are to the direct row of the same run.
 ``--plain`` adds a fourth row, proxy + forwarder without TLS (the forwarder with
-``-disable-tls``), to tell the cost of TLS from the cost of the relays. The CPU time each hop
+``-disable-tls``), to tell the cost of TLS from the cost of the relays. ``--floor`` adds
+the thinnest relay CPython can run (``benchmarks/floor_relay.py``: two threads per hop doing
+``recv_into``/``sendall``, nothing else) in the hops' places, with mTLS (and without, with
+``--plain``): the floor under any Python relay on the machine. The CPU time each hop
 used during its row is printed after the table.
 Go programs: tests/interop/go/bin/ttrpc-peer (built by .ci/setup.d/20-go-interop.sh).
 With ``--profile-dir DIR`` py-spy (if installed) samples the proxy and the forwarder during the
@@ -43,6 +48,7 @@ from runtime import aio
 from tests.forwarder.apf.helpers import SERVER_NAME, Pki, make_pki
 
 _SPY_EXTRA = os.environ.get("DATAPATH_SPY_FLAGS", "").split()  # e.g. --native
+FLOOR = Path(__file__).resolve().parent / "floor_relay.py"
 PEER = Path(__file__).resolve().parent.parent / "tests" / "interop" / "go" / "bin" / "ttrpc-peer"
 
 
@@ -168,11 +174,7 @@ def _row_python(tmp: str, agent: str, args: argparse.Namespace,
     try:
         _wait_path(sock, proxy, "agent proxy")
         spies = [_spy(proxy.pid, profile, "proxy"), _spy(forwarder.pid, profile, "forwarder")]
-        cpu = _cpu(proxy.pid), _cpu(forwarder.pid)
-        result = _client(f"unix:{sock}", args.calls, args.rounds)
-        result["proxy_cpu_s"] = _cpu(proxy.pid) - cpu[0]
-        result["forwarder_cpu_s"] = _cpu(forwarder.pid) - cpu[1]
-        return result
+        return _measure(sock, proxy, forwarder, args)
     finally:
         for spy in spies:
             _unspy(spy)
@@ -202,10 +204,16 @@ def bench(args: argparse.Namespace) -> None:
             relays["proxy_cpu_s"] = _cpu(procs[-1].pid) - cpu[0]
             relays["forwarder_cpu_s"] = _cpu(procs[-2].pid) - cpu[1]
             rows.append(("two Go byte relays (no TLS)", relays))
+            rows.append(("two Go relays (mTLS over TCP)", _row_go_tls(tmp, agent, args)))
             rows.append(("proxy + forwarder (mTLS)", _row_python(tmp, agent, args)))
             if args.plain:
                 rows.append(("proxy + forwarder (no TLS)",
                              _row_python(tmp, agent, args, tls=False)))
+            if args.floor:
+                rows.append(("floor: 2 thread relays, mTLS", _row_floor(tmp, agent, args)))
+                if args.plain:
+                    rows.append(("floor: 2 thread relays, plain",
+                                 _row_floor(tmp, agent, args, tls=False)))
         finally:
             for proc in reversed(procs):
                 _stop(proc)
@@ -216,6 +224,99 @@ def bench(args: argparse.Namespace) -> None:
     if args.profile_dir:
         for name in ("proxy", "forwarder"):
             _print_profile(Path(args.profile_dir) / f"{name}.txt")
+
+
+def _write_pems(pems: Path) -> None:
+    """The middle hop's mutual TLS material: client and server pairs and the server's CA."""
+    pki = make_pki()
+    pems.mkdir()
+    for name, pair in (("client", pki.client), ("server", pki.server)):
+        (pems / f"{name}.crt").write_text(pair.cert_pem)
+        (pems / f"{name}.key").write_text(pair.key_pem)
+    (pems / "ca.crt").write_text(pki.ca.cert_pem)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _row_go_tls(tmp: str, agent: str, args: argparse.Namespace) -> dict[str, float]:
+    """Two Go relays with the middle hop over TCP and mutual TLS (Go's default settings), laid
+    out as the proxy and the forwarder are: about what upstream's Go hops cost."""
+    pems = Path(tmp) / "go-pems"
+    _write_pems(pems)
+    port = _free_port()
+    second = subprocess.Popen([str(PEER), "relay", "--address", f"tcp:127.0.0.1:{port}",
+                               "--upstream", f"unix:{agent}", "--listen-tls", str(pems)])
+    first: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_port(port, second, "Go TLS relay")
+        sock = str(pems / "relay.sock")
+        first = subprocess.Popen([str(PEER), "relay", "--address", f"unix:{sock}", "--upstream",
+                                  f"tcp:127.0.0.1:{port}", "--upstream-tls", str(pems),
+                                  "--server-name", SERVER_NAME])
+        _wait_path(sock, first, "Go TLS relay")
+        return _measure(sock, first, second, args)
+    finally:
+        if first is not None:
+            _stop(first)
+        _stop(second)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"{what} exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} does not listen on {port}") from None
+            time.sleep(0.01)
+
+
+def _measure(sock: str, first: subprocess.Popen[bytes], second: subprocess.Popen[bytes],
+             args: argparse.Namespace) -> dict[str, float]:
+    """The client's measurements through ``sock``, with the CPU each hop used meanwhile."""
+    cpu = _cpu(first.pid), _cpu(second.pid)
+    result = _client(f"unix:{sock}", args.calls, args.rounds)
+    result["proxy_cpu_s"] = _cpu(first.pid) - cpu[0]
+    result["forwarder_cpu_s"] = _cpu(second.pid) - cpu[1]
+    return result
+
+
+def _row_floor(tmp: str, agent: str, args: argparse.Namespace,
+               tls: bool = True) -> dict[str, float]:
+    """The thinnest Python relay (benchmarks/floor_relay.py) in the proxy and forwarder's
+    places: what no Python relay gets below on this machine."""
+    pems = Path(tmp) / ("floor-pems" if tls else "floor-no-pems")
+    extra: list[str] = []
+    if tls:
+        _write_pems(pems)
+        extra = ["--pems", str(pems)]
+    else:
+        pems.mkdir()
+    second = subprocess.Popen([sys.executable, str(FLOOR), "second", "--upstream", agent, *extra],
+                              stdout=subprocess.PIPE)
+    first: subprocess.Popen[bytes] | None = None
+    try:
+        assert second.stdout is not None
+        port = second.stdout.readline().decode().strip()
+        if not port:
+            raise SystemExit(f"floor relay exited with {second.wait()}")
+        sock = str(pems / "floor.sock")
+        first = subprocess.Popen([sys.executable, str(FLOOR), "first", "--listen", sock,
+                                  "--upstream", port, "--server-name", SERVER_NAME, *extra])
+        _wait_path(sock, first, "floor relay")
+        return _measure(sock, first, second, args)
+    finally:
+        if first is not None:
+            _stop(first)
+        _stop(second)
 
 
 def _print(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
@@ -242,6 +343,9 @@ def main() -> None:
     parser.add_argument("--profile-dir", default="")
     parser.add_argument("--plain", action="store_true",
                         help="also measure proxy + forwarder without TLS (-disable-tls)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the thinnest Python relay (benchmarks/floor_relay.py)"
+                             " in the hops' places: with --plain, with and without TLS")
     parser.add_argument("--serve-proxy", nargs=3, metavar=("SOCKET", "PORT", "PEM_DIR"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -5,13 +5,21 @@ package main
 //	ttrpc-peer agent-bench-server --address ...   grpc.Health/Check, grpc.AgentService/ReadStdout
 //	                                              (Len bytes back) and WaitProcess (blocks)
 //	ttrpc-peer relay --address ... --upstream ... a byte relay: one upstream connection per
-//	                                              accepted connection, bytes copied both ways
+//	                                              accepted connection, bytes copied both ways;
+//	                                              --listen-tls DIR serves mutual TLS (DIR/server.crt,
+//	                                              server.key, clients signed by DIR/client.crt),
+//	                                              --upstream-tls DIR dials with it (DIR/client.crt,
+//	                                              client.key, server checked against DIR/ca.crt
+//	                                              as --server-name); Go's default TLS settings
 //	ttrpc-peer datapath-client --address ...      the measurements, one JSON object on stdout
 //
 // Payloads are handled as raw protobuf bytes, so no agent.proto stubs are needed.
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"encoding/json"
 	"flag"
 	"io"
@@ -118,10 +126,59 @@ func runAgentBenchServer(address string) error {
 	return server.Serve(context.Background(), l)
 }
 
-func runRelay(address, upstream string) error {
+type relayTLS struct {
+	listen   *tls.Config // nil: plain
+	upstream *tls.Config // nil: plain
+}
+
+func certPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", path)
+	}
+	return pool, nil
+}
+
+func newRelayTLS(listenDir, upstreamDir, serverName string) (relayTLS, error) {
+	var cfg relayTLS
+	if listenDir != "" {
+		cert, err := tls.LoadX509KeyPair(listenDir+"/server.crt", listenDir+"/server.key")
+		if err != nil {
+			return cfg, err
+		}
+		clients, err := certPool(listenDir + "/client.crt")
+		if err != nil {
+			return cfg, err
+		}
+		cfg.listen = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: clients,
+			ClientAuth: tls.RequireAndVerifyClientCert}
+	}
+	if upstreamDir != "" {
+		cert, err := tls.LoadX509KeyPair(upstreamDir+"/client.crt", upstreamDir+"/client.key")
+		if err != nil {
+			return cfg, err
+		}
+		roots, err := certPool(upstreamDir + "/ca.crt")
+		if err != nil {
+			return cfg, err
+		}
+		cfg.upstream = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots,
+			ServerName: serverName}
+	}
+	return cfg, nil
+}
+
+func runRelay(address, upstream string, cfg relayTLS) error {
 	l, err := listen(address)
 	if err != nil {
 		return err
+	}
+	if cfg.listen != nil {
+		l = tls.NewListener(l, cfg.listen)
 	}
 	for {
 		down, err := l.Accept()
@@ -133,6 +190,9 @@ func runRelay(address, upstream string) error {
 			if err != nil {
 				down.Close()
 				return
+			}
+			if cfg.upstream != nil {
+				up = tls.Client(up, cfg.upstream)
 			}
 			done := make(chan struct{}, 2)
 			pipe := func(dst, src net.Conn) {
@@ -258,6 +318,9 @@ func runDatapathClient(address string, calls, rounds int) error {
 // runDatapathMode parses the flags of the data-path modes and runs one.
 func runDatapathMode(mode string, flags *flag.FlagSet, address *string) {
 	upstream := flags.String("upstream", "", "relay: where to connect for each accepted connection")
+	listenTLS := flags.String("listen-tls", "", "relay: serve mutual TLS with the PEMs in this dir")
+	upstreamTLS := flags.String("upstream-tls", "", "relay: dial upstream with the PEMs in this dir")
+	serverName := flags.String("server-name", "", "relay: the upstream server certificate's name")
 	calls := flags.Int("calls", 5000, "datapath-client: sequential Checks")
 	rounds := flags.Int("rounds", 200, "datapath-client: rounds of 20 concurrent Checks")
 	_ = flags.Parse(os.Args[2:])
@@ -269,7 +332,10 @@ func runDatapathMode(mode string, flags *flag.FlagSet, address *string) {
 	case "agent-bench-server":
 		err = runAgentBenchServer(*address)
 	case "relay":
-		err = runRelay(*address, *upstream)
+		var cfg relayTLS
+		if cfg, err = newRelayTLS(*listenTLS, *upstreamTLS, *serverName); err == nil {
+			err = runRelay(*address, *upstream, cfg)
+		}
 	default:
 		err = runDatapathClient(*address, *calls, *rounds)
 	}
