@@ -12,7 +12,7 @@
 #   runtime.txt    the runtime dependencies (scripts/install.sh)
 #   test.txt       runtime + the test extras, aws and libvirt included (.ci/run)
 #   image.txt      runtime + the aws, azure, gcp, libvirt, kube and guest extras (Dockerfile)
-#   podvm.txt      runtime + the guest extra (the pod VM image, podvm-image/build)
+#   podvm.txt      runtime + the guest and tpm extras (the pod VM image, podvm-image/build)
 # runtime.txt, image.txt and podvm.txt are constrained to test.txt, so a package they share has the same
 # version everywhere. Install one with
 #   pip install --require-hashes -r requirements/<lock>.txt
@@ -28,8 +28,8 @@ common=(--universal --python-version 3.11 --generate-hashes --quiet
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
     -o requirements/runtime.txt
 # image.txt: the providers' SDKs, the Kubernetes client and the guest extra, so that every console script works in
-# the images (tpm is the pod VM's alone: it builds against libtss2-dev)
+# the images (tpm is the pod VM's alone: podvm-image/build builds it against libtss2-dev)
 "$uv" pip compile "${common[@]}" "$@" pyproject.toml -c requirements/test.txt \
     --extra aws --extra azure --extra gcp --extra libvirt --extra kube --extra guest -o requirements/image.txt
 "$uv" pip compile "${common[@]}" pyproject.toml -c requirements/test.txt \
-    --extra guest -o requirements/podvm.txt
+    --extra guest --extra tpm -o requirements/podvm.txt

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,28 @@ def test_the_python_side_is_installed(rootfs: RootFs, manifest: dict[str, Any]) 
     python = manifest["python_distributions"]
     assert python["peerpods"] == manifest["project"]["version"]
     assert {"jwcrypto", "rfc8785", "cryptography", "protobuf"} <= {n.lower() for n in python}
+
+
+def test_the_tpm_attesters_binding_and_its_libraries_are_in_the_image(
+    rootfs: RootFs, manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """tpm2-pytss (built from its sdist by the build) is installed, and every library its
+    compiled module needs is in the image (the build also imports it inside the root)."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    assert "tpm2-pytss" in {n.lower() for n in manifest["python_distributions"]}
+    site = next(e.name for e in rootfs.list("/opt/peerpods/lib") if e.name.startswith("python3"))
+    binding = rootfs.dump(f"/opt/peerpods/lib/{site}/site-packages/tpm2_pytss", tmp_path)
+    modules = list(binding.glob("_libtpm2_pytss*.so"))
+    assert len(modules) == 1, sorted(p.name for p in binding.iterdir())
+    dynamic = subprocess.run([readelf, "-d", str(modules[0])], check=True, capture_output=True,
+                             text=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
+    assert "libtss2-esys.so.0" in needed
+    libdirs = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu")
+    present = {e.name for d in libdirs for e in rootfs.list(d)}
+    assert set(needed) <= present, sorted(set(needed) - present)
 
 
 def test_slots_and_the_development_agent(rootfs: RootFs, manifest: dict[str, Any]) -> None:
