@@ -148,12 +148,16 @@ class FakeKubeAPI:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
-        """Down: the port refuses connections (open watches end) until ``start()``."""
+        """Down: the port refuses connections (open watches and kept-alive connections
+        end) until ``start()``."""
         for queue in self._watchers:
             queue.put_nowait(None)
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for handler in self._runner.server.connections:
+                handler.force_close()
 
     async def aclose(self) -> None:
         await self.stop()
