@@ -198,14 +198,14 @@ class LeaderElector:
                                            transitions=self._observed.transitions))
                 return True
             except KubeError as exc:
-                log.debug("lease %s: renewing failed (%s); reading it again", self.lease, exc)
+                log.debug("%s; reading the lease again", exc)
         try:
             current = await self._get()
         except KubeError as exc:
             if not exc.not_found:
-                log.warning("lease %s: %s", self.lease, exc)
+                log.warning("%s", exc)
                 return False
-            return await self._write("create", self._create, mine)
+            return await self._write(self._create, mine)
         record = LeaderRecord.of(current.get("spec"))
         if record != self._observed:
             self._observe(record)
@@ -216,16 +216,17 @@ class LeaderElector:
                            transitions=record.transitions)
         else:
             mine = replace(mine, transitions=record.transitions + 1)
-        return await self._write("update", self._update, mine)
+        return await self._write(self._update, mine)
 
-    async def _write(self, what: str, call: Callable[[LeaderRecord], Awaitable[None]],
+    async def _write(self, call: Callable[[LeaderRecord], Awaitable[None]],
                      record: LeaderRecord) -> bool:
         try:
             await call(record)
         except KubeError as exc:
-            level = logging.INFO if exc.conflict else logging.WARNING
-            log.log(level, "lease %s: %s lost%s: %s", self.lease, what,
-                    " (written by another candidate)" if exc.conflict else "", exc)
+            if exc.conflict:  # 409: another candidate wrote it first
+                log.info("%s; another candidate wrote it first", exc)
+            else:
+                log.warning("%s", exc)
             return False
         return True
 
