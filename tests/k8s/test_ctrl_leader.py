@@ -218,3 +218,19 @@ async def until_status(port: int, path: str, status: int, timeout: float = 10) -
             except OSError:
                 pass
             await asyncio.sleep(0.02)
+
+
+async def test_without_leader_election_it_reconciles_at_once_and_leaves_leases_alone(
+        kubeapi: FakeKubeAPI, tmp_path: Path) -> None:
+    port = free_port()
+    kubeconfig = kubeapi.kubeconfig(tmp_path / "ctrl-kubeconfig", "ctrl-token")
+    alone = parse_settings(CtrlSettings, ["--kubeconfig", str(kubeconfig),
+                                          "--health-probe-bind-address", f"127.0.0.1:{port}"], {})
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(alone, {}, stop, timing=QUICK,
+                                   service_account_dir=service_account(tmp_path)))
+    await until_status(port, "/readyz", 200)
+    stop.set()
+    assert await task == 0
+    assert not [c for c in kubeapi.calls if c.resource == "leases"]
+    assert kubeapi.get("leases", LEASE_NAME, NS) is None
