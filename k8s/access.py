@@ -109,9 +109,10 @@ def detect(
     return Target("in-cluster service account", config)
 
 
-def make_client(target: Target, *, field_manager: str) -> AsyncClient:
+def make_client(target: Target, *, field_manager: str,
+                timeout: float = REQUEST_TIMEOUT) -> AsyncClient:
     return AsyncClient(config=target.config, field_manager=field_manager,
-                       timeout=httpx2.Timeout(REQUEST_TIMEOUT))
+                       timeout=httpx2.Timeout(timeout))
 
 
 @dataclass(frozen=True, slots=True)

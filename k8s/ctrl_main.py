@@ -1,13 +1,19 @@
 """``peerpod-ctrl``: deletes the pod VMs of PeerPods whose adaptor could not (see
-:mod:`k8s.controller`). Run it as a Deployment of one replica with the ``peerpod-ctrl``
-ServiceAccount, ``peer-pods-cm`` and ``peer-pods-secret`` loaded with ``envFrom`` (as the
-adaptor's DaemonSet does): each provider is built from that environment exactly as
-``cloud-api-adaptor`` builds it, for every provider this project has, GCP included.
+:mod:`k8s.controller`). Run it as a Deployment with the ``peerpod-ctrl`` ServiceAccount,
+``peer-pods-cm`` and ``peer-pods-secret`` loaded with ``envFrom`` (as the adaptor's DaemonSet
+does): each provider is built from that environment exactly as ``cloud-api-adaptor`` builds
+it, for every provider this project has, GCP included.
+
+With ``--leader-elect`` (as upstream's manifests run it) only the holder of the Lease
+``33f6c5d6.confidentialcontainers.org`` in the service account's namespace reconciles
+(:mod:`k8s.leader`); the others wait. Losing the Lease ends the process with status 1, as
+controller-runtime's manager does, so that Kubernetes restarts it as a candidate. A clean
+shutdown (SIGTERM) stops reconciling, then releases the Lease. Without the flag the
+controller reconciles at once, alone.
 
 Health on ``--health-probe-bind-address`` (default ``:8081``): ``/healthz`` (200 while the
-process runs) and ``/readyz`` (200 while the PeerPod watch is open). Leader election is not
-implemented: ``--leader-elect`` is accepted and ignored, so run a single replica (the
-manifests use the Recreate strategy); two replicas would only repeat idempotent deletes.
+process runs, waiting to lead or not) and ``/readyz`` (200 while the PeerPod watch is open,
+so a candidate waiting to lead answers 503).
 """
 
 from __future__ import annotations
@@ -24,8 +30,17 @@ from typing import ClassVar
 from aiohttp import web
 
 from adaptor.cli import Loader, RunCommand, parse_command
-from k8s.access import KubeError, detect, make_client
+from k8s.access import SERVICE_ACCOUNT_DIR, KubeError, detect, make_client
 from k8s.controller import PeerPodController, ProviderFactory
+from k8s.leader import (
+    DEFAULT_TIMING,
+    NO_NAMESPACE,
+    LeaderElector,
+    Timing,
+    in_cluster_namespace,
+    new_identity,
+    run_elected,
+)
 from providers import registry
 from providers.base import ConfigError, Provider
 from runtime import aio
@@ -52,7 +67,8 @@ class CtrlSettings:
     )
     leader_elect: bool = setting(
         flag="leader-elect", default=False,
-        help="accepted for compatibility with upstream's manifests; ignored (run one replica)",
+        help="enable leader election: only the holder of the Lease reconciles, so that "
+             "replicas can stand by",
     )
     metrics_bind_address: str = setting(
         flag="metrics-bind-address", default="",
@@ -106,8 +122,27 @@ async def serve_health(controller: PeerPodController, address: str) -> web.AppRu
     return runner
 
 
+async def _reconcile(controller: PeerPodController, elector: LeaderElector | None,
+                     stop: asyncio.Event) -> bool:
+    """Reconcile (while leading, with an elector) until ``stop``; False if the lease was
+    lost. The controller has stopped when this returns."""
+    try:
+        if elector is not None:
+            return await run_elected(elector, controller.run, stop)
+        task = asyncio.create_task(controller.run())
+        try:
+            await stop.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return True
+    finally:
+        await controller.aclose()
+
+
 async def run(settings: CtrlSettings, env: Mapping[str, str],
-              stop: asyncio.Event | None = None) -> int:
+              stop: asyncio.Event | None = None, *, timing: Timing = DEFAULT_TIMING,
+              service_account_dir: str = SERVICE_ACCOUNT_DIR) -> int:
     try:
         target = detect(env, settings.kubeconfig)
     except KubeError as exc:
@@ -116,25 +151,37 @@ async def run(settings: CtrlSettings, env: Mapping[str, str],
     if target is None:
         log.error("startup failed: no Kubernetes access (not in a cluster, no KUBECONFIG)")
         return 1
+    namespace = in_cluster_namespace(service_account_dir) if settings.leader_elect else ""
+    if namespace is None:
+        log.error("startup failed: %s", NO_NAMESPACE)
+        return 1
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     client = make_client(target, field_manager=PROG)
     controller = PeerPodController(client, provider_factory(env))
+    elector = None
+    if namespace:  # its own client: requests time out as client-go's leader election's do
+        elector = LeaderElector(
+            make_client(target, field_manager=PROG, timeout=timing.request_timeout),
+            namespace, identity=new_identity(), timing=timing)
     runner = await serve_health(controller, settings.health_probe_bind_address)
     log.info("%s started (%s)", PROG, target.source)
-    task = asyncio.create_task(controller.run())
     try:
-        await stop.wait()
+        kept = await _reconcile(controller, elector, stop)
+        if elector is not None and kept:
+            await elector.release()
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await controller.aclose()
         await runner.cleanup()
         await client.close()
+        if elector is not None:
+            await elector.client.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if not kept:
+        log.error("leader election lost")
+        return 1
     log.info("%s stopped", PROG)
     return 0
 
@@ -154,8 +201,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    if settings.leader_elect:
-        log.warning("--leader-elect is ignored: run a single replica")
     return aio.run(run(settings, environ))
 
 

@@ -1,5 +1,6 @@
 """Names, resources and pure builders of the objects the adaptor and peerpod-ctrl use
-(upstream: ``pkg/adaptor/k8sops/{node,peerpod}.go``, ``src/peerpod-ctrl/api/v1alpha1``)."""
+(upstream: ``pkg/adaptor/k8sops/{node,peerpod}.go``, ``src/peerpod-ctrl/api/v1alpha1``), and
+the Lease of peerpod-ctrl's leader election (:mod:`k8s.leader`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ GROUP = "confidentialcontainers.org"
 VERSION = "v1alpha1"
 
 PeerPod = create_namespaced_resource(GROUP, VERSION, "PeerPod", "peerpods")
+# Generic (its spec stays a dict), so that times keep the six fractional digits MicroTime needs.
+Lease = create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
 
 _NAME_CHARS = string.ascii_lowercase + string.digits  # k8s.io/apimachinery rand.String
 _SUFFIX_LEN = 5

@@ -8,12 +8,16 @@ Served:
 - confidentialcontainers.org/v1alpha1 peerpods (namespaced): create, get, list, watch,
   update, patch, delete, with finalizers and ``deletionTimestamp`` semantics (a DELETE with
   finalizers only marks the object; it goes once its finalizers are empty) and
-  ``resourceVersion`` conflicts (409).
+  ``resourceVersion`` conflicts (409);
+- coordination.k8s.io/v1 leases (namespaced): create (409 AlreadyExists when it exists), get,
+  update (409 Conflict on a stale ``resourceVersion``), as leader election uses them.
 
 Every request served is recorded as a :class:`Call` (user, verb, API group, resource,
 subresource), so a test can compare what the code called with the RBAC rules it ships.
 Faults: ``stop()`` / ``start()`` take the listener down and bring it back on the same port;
-``fail(status, verb=, resource=, times=)`` answers the next matching requests with an error.
+``fail(status, verb=, resource=, times=)`` answers the next matching requests with an error;
+``before(action, verb=, resource=)`` runs ``action`` just before the next matching request is
+served (another client's write landing first, for races).
 Strategic-merge patches are applied as JSON merge patches (enough for maps such as
 annotations, the only thing the code patches that way).
 """
@@ -27,6 +31,7 @@ import ipaddress
 import json
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,9 @@ PEERPOD_GROUP = "confidentialcontainers.org"
 PEERPOD_VERSION = "v1alpha1"
 CORE_KINDS = {"nodes": "Node", "pods": "Pod", "serviceaccounts": "ServiceAccount",
               "secrets": "Secret"}
+# resource -> (group, version, kind) of the API groups served besides core/v1
+GROUP_KINDS = {"peerpods": (PEERPOD_GROUP, PEERPOD_VERSION, "PeerPod"),
+               "leases": ("coordination.k8s.io", "v1", "Lease")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +62,16 @@ class Call:
     group: str  # "" for core
     resource: str
     subresource: str = ""
+    namespace: str = ""
 
 
 @dataclass(slots=True)
 class _Fault:
-    status: int
+    status: int  # 0: no error, only ``action``
     verb: str | None
     resource: str | None
     times: int
+    action: Callable[[], None] | None = None
 
 
 def _now() -> str:
@@ -138,12 +148,16 @@ class FakeKubeAPI:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
-        """Down: the port refuses connections (open watches end) until ``start()``."""
+        """Down: the port refuses connections (open watches and kept-alive connections
+        end) until ``start()``."""
         for queue in self._watchers:
             queue.put_nowait(None)
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for handler in self._runner.server.connections:
+                handler.force_close()
 
     async def aclose(self) -> None:
         await self.stop()
@@ -165,15 +179,20 @@ class FakeKubeAPI:
              times: int = 1) -> None:
         self._faults.append(_Fault(status, verb, resource, times))
 
+    def before(self, action: Callable[[], None], *, verb: str | None = None,
+               resource: str | None = None) -> None:
+        self._faults.append(_Fault(0, verb, resource, 1, action))
+
     # ---------------------------------------------------------------- objects
     def put(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Seed an object (nodes, pods, serviceaccounts, secrets, peerpods)."""
+        """Seed or overwrite an object (nodes, pods, serviceaccounts, secrets, peerpods,
+        leases)."""
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", _now())
-        obj.setdefault("kind", CORE_KINDS.get(resource, "PeerPod"))
-        obj.setdefault("apiVersion", "v1" if resource in CORE_KINDS
-                       else f"{PEERPOD_GROUP}/{PEERPOD_VERSION}")
+        group, version, kind = GROUP_KINDS.get(resource, ("", "v1", CORE_KINDS.get(resource)))
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", f"{group}/{version}" if group else version)
         self._store(resource, obj, "ADDED")
         return obj
 
@@ -214,7 +233,8 @@ class FakeKubeAPI:
         try:
             route = _route(request.path)
             verb = _verb(request, route)
-            self.calls.append(Call(user, verb, route.group, route.resource, route.subresource))
+            self.calls.append(Call(user, verb, route.group, route.resource, route.subresource,
+                                   route.namespace))
             self._inject(verb, route.resource)
             if verb == "watch":
                 return await self._watch(request)
@@ -228,6 +248,10 @@ class FakeKubeAPI:
             if fault.times > 0 and fault.verb in (None, verb) \
                     and fault.resource in (None, resource):
                 fault.times -= 1
+                if fault.action is not None:
+                    fault.action()
+                if not fault.status:
+                    continue
                 reason = {409: "Conflict", 500: "InternalError"}.get(fault.status, "Failure")
                 raise ApiFailure(fault.status, reason, f"injected {fault.status}")
 
@@ -311,7 +335,8 @@ class FakeKubeAPI:
         items = [o for (r, ns, _), o in sorted(self.objects.items())
                  if r == route.resource and route.namespace in ("", ns)
                  and (node is None or o.get("spec", {}).get("nodeName") == node)]
-        kind = CORE_KINDS.get(route.resource, "PeerPod") + "List"
+        kind = CORE_KINDS.get(route.resource) or GROUP_KINDS[route.resource][2]
+        kind += "List"
         return {"kind": kind, "apiVersion": "v1", "items": items,
                 "metadata": {"resourceVersion": str(self._rv)}}
 
@@ -349,10 +374,11 @@ class _Route:
 
 def _route(path: str) -> _Route:
     parts = [p for p in path.split("/") if p]
+    served = {(group, version) for group, version, _ in GROUP_KINDS.values()}
     if parts[:2] == ["api", "v1"]:
         group, rest = "", parts[2:]
-    elif parts[:3] == ["apis", PEERPOD_GROUP, PEERPOD_VERSION]:
-        group, rest = PEERPOD_GROUP, parts[3:]
+    elif parts[:1] == ["apis"] and tuple(parts[1:3]) in served:
+        group, rest = parts[1], parts[3:]
     else:
         raise ApiFailure(404, "NotFound", f"no API at {path}")
     namespace = ""

@@ -14,7 +14,7 @@ from k8s.access import make_client
 from k8s.controller import PeerPodController
 from k8s.ctrl_main import CtrlSettings, main, provider_factory, serve_health
 from providers.base import ConfigError
-from runtime.settings import parse_settings
+from runtime.settings import flags_of, parse_settings
 from tests.fakes.kubeapi import FakeKubeAPI
 from tests.k8s.conftest import FAST, target_for
 
@@ -65,3 +65,12 @@ async def test_health_and_readiness(kubeapi: FakeKubeAPI, tmp_path: Path) -> Non
         await runner.cleanup()
         await ctrl.aclose()
         await client.close()
+
+
+def test_readme_documents_every_flag() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    flags = [name for flag in flags_of(CtrlSettings) for name in flag.names]
+    assert "leader-elect" in flags
+    missing = [name for name in flags if f"`--{name}`" not in readme]
+    assert not missing, missing
+    assert "--leader-elect` is accepted and ignored" not in readme

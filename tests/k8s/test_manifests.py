@@ -1,6 +1,7 @@
 """deploy/base/crd-peerpods.yaml defines the resource the code uses, with upstream's schema
 (``src/peerpod-ctrl/chart/crds/confidentialcontainers.org_peerpods.yaml``), and
-deploy/base/rbac.yaml names the ServiceAccounts the workloads run as."""
+deploy/base/rbac.yaml names the ServiceAccounts the workloads run as; peerpod-ctrl's
+Deployment runs it with leader election, granted its Lease in the namespace it runs in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from k8s.ctrl_main import CtrlSettings
 from k8s.objects import GROUP, VERSION, PeerPod, peerpod_manifest
+from runtime.settings import parse_settings
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
 NAMESPACE = "confidential-containers-system"
@@ -51,3 +54,25 @@ def test_the_peerpods_the_adaptor_creates_fit_the_crd() -> None:
     jsonschema.Draft7Validator(schema).validate(manifest)
     manifest["spec"]["instanceID"] = 7
     assert not jsonschema.Draft7Validator(schema).is_valid(manifest)
+
+
+def test_peerpod_ctrl_runs_elected_with_its_lease_granted_where_it_runs() -> None:
+    deployment = yaml.safe_load((BASE / "peerpod-ctrl.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    settings = parse_settings(CtrlSettings, container["args"], {})
+    assert settings.leader_elect
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    assert settings.health_probe_bind_address == f":{probe['port']}"
+    # /readyz is 503 on a standby: as a readiness probe it would hold rolling updates
+    assert "readinessProbe" not in container
+    docs = [d for d in yaml.safe_load_all((BASE / "rbac.yaml").read_text()) if d]
+    roles = [d for d in docs if d["kind"] == "Role"
+             and any("leases" in r["resources"] for r in d["rules"])]
+    assert [r["metadata"]["namespace"] for r in roles] == [deployment["metadata"]["namespace"]]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"
+                  and d["roleRef"]["name"] == roles[0]["metadata"]["name"]]
+    assert binding["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                    "namespace": deployment["metadata"]["namespace"]}]
