@@ -20,6 +20,7 @@ from adaptor.logformat import JsonFormatter, TextFormatter
 from adaptor.network.base import WorkerNetwork
 from adaptor.server import Cluster, Daemon, StartupError, prepare
 from adaptor.volumes import DIRECT_VOLUMES_DIR
+from k8s import presence
 from providers import registry
 from providers.base import ProviderError
 from runtime import aio, sdnotify
@@ -66,7 +67,10 @@ NetworkFactory = Callable[[AdaptorSettings], WorkerNetwork]
 
 def make_cluster(command: RunCommand, node_name: str, env: Mapping[str, str]) -> Cluster | None:
     """The Kubernetes integration when access is configured (raises StartupError for an
-    unreadable kubeconfig); ``None`` without access or without the ``kube`` extra."""
+    unreadable kubeconfig); ``None`` without access or without the ``kube`` extra. Without
+    access the client library is not even imported."""
+    if not presence.configured(env, command.settings.kubeconfig):
+        return None
     try:
         from k8s.access import KubeError
         from k8s.cluster import from_settings

@@ -22,11 +22,11 @@ import httpx2
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.kubeconfig import Cluster, User
 
+from k8s.presence import SERVICE_ACCOUNT_DIR, in_cluster
 from runtime.errors import PeerPodsError
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 REQUEST_TIMEOUT = 10.0
 T = TypeVar("T")
 
@@ -89,11 +89,10 @@ def detect(
             return Target(f"kubeconfig {kubeconfig}", KubeConfig.from_file(kubeconfig))
         except (ConfigError, OSError, ValueError) as exc:
             raise KubeError(f"KUBECONFIG {kubeconfig}: {exc}") from None
-    host = env.get("KUBERNETES_SERVICE_HOST", "")
-    port = env.get("KUBERNETES_SERVICE_PORT", "")
-    token = os.path.join(service_account_dir, "token")
-    if not (host and port and os.path.isfile(token)):
+    if not in_cluster(env, service_account_dir):
         return None
+    host, port = env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]
+    token = os.path.join(service_account_dir, "token")
     if ":" in host:
         host = f"[{host}]"
     namespace_file = os.path.join(service_account_dir, "namespace")
