@@ -22,7 +22,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.kubeconfig import Cluster, User
 
-from k8s.presence import SERVICE_ACCOUNT_DIR, in_cluster
+from k8s.presence import SERVICE_ACCOUNT_DIR, in_cluster, in_cluster_namespace
 from runtime.errors import PeerPodsError
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,7 @@ def detect(
     token = os.path.join(service_account_dir, "token")
     if ":" in host:
         host = f"[{host}]"
-    namespace_file = os.path.join(service_account_dir, "namespace")
-    namespace = None
-    if os.path.isfile(namespace_file):
-        with open(namespace_file, encoding="utf-8") as f:
-            namespace = f.read().strip() or None
+    namespace = in_cluster_namespace(service_account_dir)
     config = KubeConfig.from_one(
         cluster=Cluster(server=f"https://{host}:{port}",
                         certificate_auth=os.path.join(service_account_dir, "ca.crt")),

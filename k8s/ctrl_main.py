@@ -30,17 +30,17 @@ from typing import ClassVar
 from aiohttp import web
 
 from adaptor.cli import Loader, RunCommand, parse_command
-from k8s.access import SERVICE_ACCOUNT_DIR, KubeError, detect, make_client
+from k8s.access import KubeError, detect, make_client
 from k8s.controller import PeerPodController, ProviderFactory
 from k8s.leader import (
     DEFAULT_TIMING,
     NO_NAMESPACE,
     LeaderElector,
     Timing,
-    in_cluster_namespace,
     new_identity,
     run_elected,
 )
+from k8s.presence import SERVICE_ACCOUNT_DIR, in_cluster_namespace
 from providers import registry
 from providers.base import ConfigError, Provider
 from runtime import aio

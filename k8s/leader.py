@@ -26,7 +26,6 @@ import asyncio
 import copy
 import datetime
 import logging
-import os
 import random
 import socket
 import time
@@ -107,16 +106,6 @@ def micro_time(now: datetime.datetime | None = None) -> str:
 def new_identity() -> str:
     """``<hostname>_<uuid>``, as controller-runtime names a candidate."""
     return f"{socket.gethostname()}_{uuid.uuid4()}"
-
-
-def in_cluster_namespace(service_account_dir: str) -> str | None:
-    """The namespace the service account is mounted for (controller-runtime's
-    ``getInClusterNamespace``), or ``None`` outside a cluster."""
-    try:
-        with open(os.path.join(service_account_dir, "namespace"), encoding="utf-8") as f:
-            return f.read().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 DEFAULT_TIMING = Timing()

@@ -23,3 +23,13 @@ def configured(env: Mapping[str, str], kubeconfig: str = "",
                service_account_dir: str = SERVICE_ACCOUNT_DIR) -> bool:
     """A kubeconfig is given, or the process runs in a cluster."""
     return bool(kubeconfig) or in_cluster(env, service_account_dir)
+
+
+def in_cluster_namespace(service_account_dir: str = SERVICE_ACCOUNT_DIR) -> str | None:
+    """The namespace the service account is mounted for (client-go's and controller-runtime's
+    in-cluster namespace), or ``None`` outside a cluster."""
+    try:
+        with open(os.path.join(service_account_dir, "namespace"), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
