@@ -247,17 +247,24 @@ def _row_go_tls(tmp: str, agent: str, args: argparse.Namespace) -> dict[str, flo
     out as the proxy and the forwarder are: about what upstream's Go hops cost."""
     pems = Path(tmp) / "go-pems"
     _write_pems(pems)
-    port = _free_port()
-    second = subprocess.Popen([str(PEER), "relay", "--address", f"tcp:127.0.0.1:{port}",
-                               "--upstream", f"unix:{agent}", "--listen-tls", str(pems)])
+    port, sock = _free_port(), str(pems / "relay.sock")
+    second = [str(PEER), "relay", "--address", f"tcp:127.0.0.1:{port}", "--upstream",
+              f"unix:{agent}", "--listen-tls", str(pems)]
+    first = [str(PEER), "relay", "--address", f"unix:{sock}", "--upstream",
+             f"tcp:127.0.0.1:{port}", "--upstream-tls", str(pems), "--server-name", SERVER_NAME]
+    return _two_hops(second, first, port, sock, "Go TLS relay", args)
+
+
+def _two_hops(second_argv: list[str], first_argv: list[str], port: int, sock: str, what: str,
+              args: argparse.Namespace) -> dict[str, float]:
+    """Start the second hop (listening on ``port``), then the first (on ``sock``), measure
+    through them, stop both."""
+    second = subprocess.Popen(second_argv)
     first: subprocess.Popen[bytes] | None = None
     try:
-        _wait_port(port, second, "Go TLS relay")
-        sock = str(pems / "relay.sock")
-        first = subprocess.Popen([str(PEER), "relay", "--address", f"unix:{sock}", "--upstream",
-                                  f"tcp:127.0.0.1:{port}", "--upstream-tls", str(pems),
-                                  "--server-name", SERVER_NAME])
-        _wait_path(sock, first, "Go TLS relay")
+        _wait_port(port, second, what)
+        first = subprocess.Popen(first_argv)
+        _wait_path(sock, first, what)
         return _measure(sock, first, second, args)
     finally:
         if first is not None:
@@ -300,23 +307,12 @@ def _row_floor(tmp: str, agent: str, args: argparse.Namespace,
         extra = ["--pems", str(pems)]
     else:
         pems.mkdir()
-    second = subprocess.Popen([sys.executable, str(FLOOR), "second", "--upstream", agent, *extra],
-                              stdout=subprocess.PIPE)
-    first: subprocess.Popen[bytes] | None = None
-    try:
-        assert second.stdout is not None
-        port = second.stdout.readline().decode().strip()
-        if not port:
-            raise SystemExit(f"floor relay exited with {second.wait()}")
-        sock = str(pems / "floor.sock")
-        first = subprocess.Popen([sys.executable, str(FLOOR), "first", "--listen", sock,
-                                  "--upstream", port, "--server-name", SERVER_NAME, *extra])
-        _wait_path(sock, first, "floor relay")
-        return _measure(sock, first, second, args)
-    finally:
-        if first is not None:
-            _stop(first)
-        _stop(second)
+    port, sock = _free_port(), str(pems / "floor.sock")
+    second = [sys.executable, str(FLOOR), "second", "--port", str(port), "--upstream", agent,
+              *extra]
+    first = [sys.executable, str(FLOOR), "first", "--listen", sock, "--upstream", str(port),
+             "--server-name", SERVER_NAME, *extra]
+    return _two_hops(second, first, port, sock, "floor relay", args)
 
 
 def _print(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:

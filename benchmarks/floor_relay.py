@@ -2,11 +2,11 @@
 
     python benchmarks/floor_relay.py first --listen SOCKET --upstream PORT \
         [--pems DIR --server-name NAME]
-    python benchmarks/floor_relay.py second --upstream SOCKET [--pems DIR]
+    python benchmarks/floor_relay.py second --port PORT --upstream SOCKET [--pems DIR]
 
 Two processes laid out like the agent proxy and the forwarder: ``first`` accepts on a unix
-socket and dials 127.0.0.1:PORT, ``second`` listens on 127.0.0.1 (an ephemeral port, printed
-on stdout once it listens) and dials the agent's unix socket. With ``--pems`` the middle hop
+socket and dials 127.0.0.1:PORT, ``second`` listens on 127.0.0.1:PORT and dials the agent's
+unix socket. With ``--pems`` the middle hop
 is mutual TLS with the product's own contexts (:mod:`runtime.tlsprofile`), so the cipher and
 protocol are the product's. Each connection gets two threads per hop that do nothing but
 ``recv_into`` a preallocated buffer and ``sendall`` what came in: blocking sockets, no event
@@ -65,16 +65,19 @@ def _first(listen: str, port: int, context: ssl.SSLContext | None, server_name: 
         _relay(conn, upstream)
 
 
-def _second(agent: str, context: ssl.SSLContext | None) -> None:
-    server = socket.create_server(("127.0.0.1", 0), backlog=128)
-    print(server.getsockname()[1], flush=True)
+def _second(port: int, agent: str, context: ssl.SSLContext | None) -> None:
+    server = socket.create_server(("127.0.0.1", port), backlog=128)
     while True:
         conn, _ = server.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if context is not None:
-            conn = context.wrap_socket(conn, server_side=True)
-        upstream = socket.socket(socket.AF_UNIX)
-        upstream.connect(agent)
+        try:
+            if context is not None:
+                conn = context.wrap_socket(conn, server_side=True)
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(agent)
+        except OSError:  # a probe that only checked the port, or a failed handshake
+            conn.close()
+            continue
         _relay(conn, upstream)
 
 
@@ -82,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("role", choices=("first", "second"))
     parser.add_argument("--listen", help="first: the unix socket to accept on")
+    parser.add_argument("--port", type=int, default=0, help="second: the TCP port to listen on")
     parser.add_argument("--upstream", required=True,
                         help="first: the second's TCP port; second: the agent's unix socket")
     parser.add_argument("--pems", help="directory with ca.crt, client.crt/.key, server.crt/.key")
@@ -101,7 +105,7 @@ def main() -> None:
             context = server_context((pems / "server.crt").read_text(),
                                      (pems / "server.key").read_text(),
                                      (pems / "client.crt").read_text())
-        _second(args.upstream, context)
+        _second(args.port, args.upstream, context)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from lightkube import AsyncClient
 
 from k8s.access import KubeError, translate
 from k8s.objects import Lease
+from runtime import aio
 from runtime.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -262,9 +263,11 @@ async def run_elected(elector: LeaderElector, work: Callable[[], Awaitable[None]
                       stop: asyncio.Event) -> bool:
     """Wait to lead, then run ``work`` while leading, until ``stop`` is set (True) or
     leadership is lost (False; ``work`` has been cancelled). ``work``'s errors propagate."""
-    if await _first(stop.wait(), elector.acquire()) == 0:
+    index, _ = await aio.first_done(stop.wait(), elector.acquire())
+    if index == 0:
         return True
-    return await _first(stop.wait(), elector.hold(), _forever(work)) != 1
+    index, _ = await aio.first_done(stop.wait(), elector.hold(), _forever(work))
+    return index != 1
 
 
 async def _forever(work: Callable[[], Awaitable[None]]) -> None:
@@ -272,16 +275,3 @@ async def _forever(work: Callable[[], Awaitable[None]]) -> None:
     raise RuntimeError("leader election: the work of the leader ended by itself")
 
 
-async def _first(*coros: Coroutine[Any, Any, Any]) -> int:
-    """Run ``coros`` until one ends; cancel the others; the index of the one that ended
-    (its exception is raised)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    first = next(i for i, task in enumerate(tasks) if task in done)
-    tasks[first].result()
-    return first

@@ -1,10 +1,11 @@
-"""Running a daemon's event loop: uvloop when it is installed, the standard loop otherwise."""
+"""Running a daemon's event loop (uvloop when it is installed, the standard loop otherwise),
+and waiting for the first of several things."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,3 +24,17 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         else:
             return uvloop.run(main)
     return asyncio.run(main)
+
+
+async def first_done(*aws: Awaitable[Any]) -> tuple[int, Any]:
+    """Run ``aws`` until one ends, then cancel the others and wait for them to end. Returns
+    the index of the one that ended and its result (its exception is raised)."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    index = next(i for i, task in enumerate(tasks) if task in done)
+    return index, tasks[index].result()

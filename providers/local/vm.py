@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.local.layout import VmPaths, poll_until
+from runtime import aio
 
 log = logging.getLogger("providers.local.vm")
 
@@ -237,14 +238,7 @@ class VmSupervisor:
 
 async def _first(*aws: Awaitable[Any]) -> int | None:
     """Wait for the first of several awaitables; cancel the others. Returns its int result."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    result = next(iter(done)).result()
+    _, result = await aio.first_done(*aws)
     return result if isinstance(result, int) else None
 
 
