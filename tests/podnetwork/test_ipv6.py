@@ -26,7 +26,7 @@ from adaptor.network import make_worker_network, parse_pod_subnets
 from adaptor.network.base import WorkerNetwork
 from forwarder.podnetwork import PodNetworkHandle, setup_pod_network
 from podnetwork.errors import PodNetworkError
-from protocols.apf import ApfConfig, PodNetwork, Route, dumps
+from protocols.apf import ApfConfig, Neighbor, PodNetwork, Route, dumps
 from tests.adaptor.network.test_tunnel_e2e import tunnel_residue, via_apf_json
 from tests.netns import (
     POD_GATEWAY,
@@ -45,6 +45,8 @@ POD6_NETWORK = "fd00:10:244:1::/64"
 REMOTE6 = "fd00:99::1"  # on the worker beyond the pod subnet: reached by the default route
 SERVICE6_NETWORK = "fd00:96::/112"  # an extra pod subnet (POD_SUBNET_CIDRS)
 SERVICE6 = "fd00:96::10"
+STATIC_NEIGHBOR = "fd00:10:244:1::99"  # a permanent neighbour entry, as some CNIs add
+STATIC_MAC = "02:00:00:00:00:99"
 
 
 def pod6_ip(slot: PodSlot) -> str:
@@ -119,6 +121,8 @@ def assert_ipv6_traffic(pod: Pod6, port: int) -> None:
 async def test_ipv6_only_pod(netns_pool: NetnsPool, gateway: str, port: int) -> None:
     pod = ipv6_pod(netns_pool, gateway=gateway, keep_ipv4=False)
     slot = pod.slot
+    slot.pod.ip("-6", "neigh", "add", STATIC_NEIGHBOR, "lladdr", STATIC_MAC, "dev", "eth0",
+                "nud", "permanent")  # fmt: skip
     wn = make_worker_network("vxlan", host_netns=pod.topo.worker.path)
     async with tunnel(wn, slot, "sb6") as (network, _):
         # what the worker read: the IPv6 address and IPv6 routes, the IPv4 underlay
@@ -128,6 +132,9 @@ async def test_ipv6_only_pod(netns_pool: NetnsPool, gateway: str, port: int) -> 
         assert Route(dst=POD6_NETWORK, dev="eth0", protocol="kernel") in network.routes
         assert Route(dst="::/0", gw=gateway, dev="eth0", protocol="boot") in network.routes
         assert not [r for r in network.routes if r.dst.startswith("fe80:")]
+        assert network.neighbors == (
+            Neighbor(ip=STATIC_NEIGHBOR, hw_addr=STATIC_MAC, dev="eth0", state="permanent"),
+        )
         # apf.json, as the pod VM reads it
         document = pod_network_json(network)
         assert document["podip"] == f"{pod.ip}/64"
@@ -143,6 +150,8 @@ async def test_ipv6_only_pod(netns_pool: NetnsPool, gateway: str, port: int) -> 
         assert f"default via {gateway} dev eth0" in routes
         assert f"{POD6_NETWORK} dev eth0" in routes
         assert "inet " not in slot.vm_podns.ip("addr", "show", "dev", "eth0")
+        neighbors = slot.vm_podns.ip("-6", "neigh", "show", "dev", "eth0")
+        assert f"{STATIC_NEIGHBOR} lladdr {STATIC_MAC} PERMANENT" in neighbors
         assert_ipv6_traffic(pod, port)
     assert tunnel_residue(pod.topo, slot, network.vxlan_id) == []
     # the pod's own CNI wiring on the worker is untouched
