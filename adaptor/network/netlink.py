@@ -79,8 +79,9 @@ def read_routes(ipr: Any, family: int = socket.AF_INET) -> tuple[Route, ...]:
             continue
         dst = attr(msg, "RTA_DST", unspecified)
         dst_len = msg["dst_len"]
-        if msg["proto"] == RTPROT_KERNEL and ip_address(dst).is_link_local:
-            continue
+        if family == socket.AF_INET6 and msg["proto"] == RTPROT_KERNEL and dst_len == 64:
+            if ip_address(dst).is_link_local:
+                continue
         oif = attr(msg, "RTA_OIF", 0)
         route = Route(
             dst=f"{dst}/{dst_len}",
