@@ -108,8 +108,8 @@ class AdaptorSettings:
     )
     pod_subnet_cidrs: tuple[str, ...] = setting(
         env="POD_SUBNET_CIDRS", flag="pod-subnet-cidrs", default=(),
-        help="comma-separated extra IPv4 pod subnets routed through the pod gateway, on the "
-        "tunnel (experimental)",
+        help="comma-separated extra pod subnets (IPv4 or IPv6) routed through the pod gateway, "
+        "on the tunnel (experimental)",
     )
     runtimeclass_name: str = setting(
         env="RUNTIMECLASS_NAME", default="kata-remote",

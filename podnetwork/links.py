@@ -64,14 +64,17 @@ class DefaultRoute:
     proto: int = 0
 
 
-def default_routes(ipr: Any, *, multipath: bool = True) -> list[DefaultRoute]:
-    """The IPv4 unicast default routes of the main table that name an output device.
+def default_routes(
+    ipr: Any, *, multipath: bool = True, family: int = socket.AF_INET
+) -> list[DefaultRoute]:
+    """The unicast default routes of the main table that name an output device (IPv4
+    unless ``family`` is ``AF_INET6``).
 
     With ``multipath``, a multipath route counts with its first next hop's device.
     """
     names = link_names(ipr)
     found: list[DefaultRoute] = []
-    for route in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN):
+    for route in ipr.get_routes(family=family, table=RT_TABLE_MAIN):
         if route["dst_len"] != 0 or route["type"] != RTN_UNICAST:
             continue
         oif = attr(route, "RTA_OIF", 0)

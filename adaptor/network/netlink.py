@@ -22,6 +22,7 @@ from podnetwork.links import where as _where
 from protocols.apf import Neighbor, Route
 
 NUD_PERMANENT = 0x80
+RTPROT_KERNEL = 2
 # Route protocols upstream reads and can write back (netops RouteList default filters).
 PROTOCOL_NAMES = {4: "static", 3: "boot", 16: "dhcp", 2: "kernel"}
 SCOPE_NAMES = {0: "", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
@@ -39,6 +40,22 @@ def primary_interface(ipr: Any, path: str | None) -> DefaultRoute:
     return best
 
 
+def pod_default_route(ipr: Any, path: str) -> DefaultRoute:
+    """The pod's primary default route: the IPv4 one (upstream's rule), or, in a pod
+    without one (IPv6-only), the IPv6 default route with the lowest priority."""
+    best = pick_primary(default_routes(ipr)) or pick_primary(
+        default_routes(ipr, family=socket.AF_INET6)
+    )
+    if best is None:
+        raise PodNetworkError(f"no IPv4 or IPv6 default route in {where(path)}")
+    return best
+
+
+def family_default_route(ipr: Any, family: int, index: int) -> DefaultRoute | None:
+    """The lowest-priority default route of ``family`` through link ``index``, if any."""
+    return pick_primary([r for r in default_routes(ipr, family=family) if r.index == index])
+
+
 def require_link(ipr: Any, ifname: str, path: str | None) -> Any:
     link = find_link(ipr, ifname)
     if link is None:
@@ -46,19 +63,25 @@ def require_link(ipr: Any, ifname: str, path: str | None) -> Any:
     return link
 
 
-def read_routes(ipr: Any) -> tuple[Route, ...]:
-    """IPv4 unicast routes of the main table with a protocol upstream understands.
+def read_routes(ipr: Any, family: int = socket.AF_INET) -> tuple[Route, ...]:
+    """Unicast routes of ``family`` in the main table with a protocol upstream understands.
 
     Sorted like upstream (destination address, prefix length, priority); the default route
-    is written ``0.0.0.0/0``.
+    is written ``0.0.0.0/0`` (``::/0``). The kernel's link-local route ``fe80::/64`` is left
+    out: the kernel makes it on every IPv6 interface, the pod VM's included, where adding
+    it again would only leave a duplicate at another metric.
     """
     names = link_names(ipr)
     rows: list[tuple[bytes, int, int, Route]] = []
-    for msg in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN):
+    unspecified = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    for msg in ipr.get_routes(family=family, table=RT_TABLE_MAIN):
         if msg["type"] != RTN_UNICAST or msg["proto"] not in PROTOCOL_NAMES:
             continue
-        dst = attr(msg, "RTA_DST", "0.0.0.0")
+        dst = attr(msg, "RTA_DST", unspecified)
         dst_len = msg["dst_len"]
+        if family == socket.AF_INET6 and msg["proto"] == RTPROT_KERNEL and dst_len == 64:
+            if ip_address(dst).is_link_local:
+                continue
         oif = attr(msg, "RTA_OIF", 0)
         route = Route(
             dst=f"{dst}/{dst_len}",
@@ -72,9 +95,11 @@ def read_routes(ipr: Any) -> tuple[Route, ...]:
     return tuple(row[3] for row in rows)
 
 
-def permanent_neighbors(ipr: Any, index: int, ifname: str) -> tuple[Neighbor, ...]:
+def permanent_neighbors(
+    ipr: Any, index: int, ifname: str, family: int = socket.AF_INET
+) -> tuple[Neighbor, ...]:
     out: list[Neighbor] = []
-    for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=index):
+    for msg in ipr.get_neighbours(family=family, ifindex=index):
         if not msg["state"] & NUD_PERMANENT:
             continue
         out.append(

@@ -14,11 +14,11 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 from adaptor.network import tunnel
 from adaptor.network.allocator import VxlanIdAllocator, VxlanIdExhausted
-from adaptor.network.discovery import read_host, read_pod
+from adaptor.network.discovery import PodReading, PodSubnet, read_host, read_pod
 from adaptor.network.plan import plan_tunnel, tunnel_remote, tunnel_site
 from adaptor.network.tunnel import translate
 from podnetwork import steps
@@ -52,7 +52,7 @@ class VxlanWorkerNetwork:
         vxlan_min_id: int = 555000,
         host_interface: str | None = None,
         host_netns: str | None = None,
-        pod_subnets: Sequence[IPv4Network] = (),
+        pod_subnets: Sequence[PodSubnet] = (),
         external_net_via_pod_vm: bool = False,
     ) -> None:
         if not 0 < vxlan_port <= 65535:
@@ -70,8 +70,9 @@ class VxlanWorkerNetwork:
         def read() -> PodNetwork:
             host = read_host(self.host_netns, self.host_interface)
             pod = read_pod(netns_path, "vxlan", self.pod_subnets)
+            _log_unused(sandbox_id, pod)
             return dataclasses.replace(
-                pod,
+                pod.network,
                 worker_node_ip=host.worker_node_ip,
                 dedicated=host.dedicated,
                 external_net_via_pod_vm=self.external_net_via_pod_vm,
@@ -165,6 +166,16 @@ class VxlanWorkerNetwork:
         self.allocator.release(sandbox_id)
 
 
+def _log_unused(sandbox_id: str, pod: PodReading) -> None:
+    if pod.unused:
+        log.warning(
+            "sandbox=%s: dual-stack pod: only %s reaches the pod VM; %s not carried",
+            sandbox_id,
+            pod.network.pod_ip,
+            ", ".join(str(a) for a in pod.unused),
+        )
+
+
 def _guarded(what: str, removal: steps.Action) -> steps.Action:
     return lambda: translate(what, removal)
 
@@ -180,7 +191,9 @@ class NoTunnelWorkerNetwork:
         def read() -> PodNetwork:
             if not os.path.exists(netns_path):
                 return PodNetwork(tunnel_type="none")
-            return read_pod(netns_path, "none")
+            pod = read_pod(netns_path, "none")
+            _log_unused(sandbox_id, pod)
+            return pod.network
 
         return await asyncio.to_thread(translate, f"inspect {netns_path}", read)
 

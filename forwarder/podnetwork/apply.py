@@ -24,6 +24,7 @@ from podnetwork.steps import Action, Step
 log = logging.getLogger(__name__)
 
 ESRCH = 3
+IFA_F_NODAD = 0x02
 RT_SCOPE_NOWHERE = 255
 
 
@@ -122,7 +123,15 @@ def _configure(pod_netns: str, moved: str, link: PodLink) -> None:
             settings["address"] = link.mac
         pod.link("set", index=index, **settings)
         address = link.address
-        pod.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        extra: dict[str, Any] = {}
+        if address.version == 6:
+            # The CNI made sure on the worker that the address is unique on the pod's link;
+            # DAD again here would hold it tentative (unusable) for a while after setup.
+            extra["flags"] = IFA_F_NODAD
+        pod.addr(
+            "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen,
+            **extra,
+        )
         pod.link("set", index=index, state="up")
 
 

@@ -3,7 +3,7 @@ what is refused before any pod is created."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
@@ -20,7 +20,8 @@ def test_settings_use_upstreams_names() -> None:
     # Upstream: cmd/cloud-api-adaptor/main.go, BoolWithEnv "ext-network-via-podvm" /
     # EXTERNAL_NETWORK_VIA_PODVM and CustomTypeWithEnv "pod-subnet-cidrs" / POD_SUBNET_CIDRS
     # (tunneler/config.go, SubnetCIDRs.Set: comma-separated, spaces trimmed).
-    env = {"EXTERNAL_NETWORK_VIA_PODVM": "true", "POD_SUBNET_CIDRS": "10.96.0.0/12, 10.0.0.0/8"}
+    env = {"EXTERNAL_NETWORK_VIA_PODVM": "true",
+           "POD_SUBNET_CIDRS": "10.96.0.0/12, 10.0.0.0/8, fd00:96::/112"}
     command = parse_command(["fake"], env, lambda name: fake_provider)
     assert isinstance(command, RunCommand)
     assert command.settings.ext_network_via_podvm is True
@@ -28,7 +29,9 @@ def test_settings_use_upstreams_names() -> None:
                                          pod_subnet_cidrs=command.settings.pod_subnet_cidrs,
                                          ext_network_via_podvm=True))
     assert isinstance(network, VxlanWorkerNetwork)
-    assert network.pod_subnets == (IPv4Network("10.96.0.0/12"), IPv4Network("10.0.0.0/8"))
+    # IPv6 subnets too (a pod gets those of its own address family)
+    assert network.pod_subnets == (IPv4Network("10.96.0.0/12"), IPv4Network("10.0.0.0/8"),
+                                   IPv6Network("fd00:96::/112"))
     assert network.external_net_via_pod_vm is True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 
@@ -171,7 +171,7 @@ async def test_no_second_nic_keeps_the_tunnel_default(netns_pool: NetnsPool) -> 
 @pytest.mark.parametrize(
     ("cidrs", "problem"),
     [(["10.96.0.0/33"], "is not a CIDR"), (["10.96.0.1/12"], "is not a CIDR"),
-     (["fd00::/64"], "is not IPv4")],
+     (["fd00::1/64"], "is not a CIDR")],
 )
 def test_bad_pod_subnet_cidrs(cidrs: list[str], problem: str) -> None:
     # Upstream (workerNode.Inspect) logs and skips what netip.ParsePrefix rejects at every
@@ -179,3 +179,5 @@ def test_bad_pod_subnet_cidrs(cidrs: list[str], problem: str) -> None:
     with pytest.raises(ValueError, match=f"^POD_SUBNET_CIDRS: .* {problem}"):
         parse_pod_subnets(cidrs)
     assert parse_pod_subnets(["", "10.96.0.0/12", ""]) == (IPv4Network("10.96.0.0/12"),)
+    # IPv6 subnets are taken (a pod gets those of its own address family)
+    assert parse_pod_subnets(["fd00:96::/112"]) == (IPv6Network("fd00:96::/112"),)

@@ -70,7 +70,7 @@ async def test_no_default_route(netns_pool: NetnsPool) -> None:
     pod.ip("route", "del", "default")
     wn = make_worker_network("vxlan", host_netns=topo.worker.path)
     with pytest.raises(
-        PodNetworkError, match=f"no IPv4 default route in network namespace {pod.path}"
+        PodNetworkError, match=f"no IPv4 or IPv6 default route in network namespace {pod.path}"
     ):
         await wn.inspect("sb", pod.path)
     # a failed inspect allocates nothing

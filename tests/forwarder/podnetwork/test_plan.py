@@ -101,3 +101,31 @@ def test_a_missing_netns_outside_the_netns_directories_is_not_created() -> None:
         plan_pod_network(FLANNEL_STYLE, pod_netns="/tmp/x", vm_netns=None, netns_exists=False)
     plan = plan_pod_network(FLANNEL_STYLE, pod_netns="/tmp/x", vm_netns=None, netns_exists=True)
     assert not plan.create_netns
+
+
+def test_ipv6_only_pod_over_an_ipv4_underlay() -> None:
+    # podip is the pod's IPv6 address; the tunnel (NOTRACK, VXLAN remote) stays on IPv4
+    network = dataclasses.replace(
+        FLANNEL_STYLE,
+        pod_ip="fd00:10:244:1::21/64",
+        routes=(
+            Route(dst="::/0", gw="fe80::1", dev="eth0", protocol="boot"),
+            Route(dst="fd00:10:244:1::/64", dev="eth0", protocol="kernel"),
+        ),
+        neighbors=(Neighbor(ip="fd00:10:244:1::99", hw_addr="02:00:00:00:00:99",
+                            dev="eth0", state="permanent"),),
+    )  # fmt: skip
+    plan = plan_pod_network(network, pod_netns=PODNS, vm_netns=None, netns_exists=True)
+    worker = IPv4Address("192.0.2.1")
+    assert plan.notrack == NotrackRules(None, worker, 8472, 555002)
+    assert plan.vxlan.remote == worker
+    assert plan.link.address == ip_interface("fd00:10:244:1::21/64")
+    assert plan.link.drop_subnet_route  # a /64: the kernel's prefix route goes, then returns
+    default, prefix = network.routes
+    assert plan.routes == (
+        PlannedRoute(prefix, "eth0", socket.AF_INET6, "fd00:10:244:1::", 64, "", 2, 0),
+        PlannedRoute(default, "eth0", socket.AF_INET6, "::", 0, "fe80::1", 3, 0),
+    )
+    assert plan.neighbors == (
+        PlannedNeighbor(network.neighbors[0], "eth0", "fd00:10:244:1::99", socket.AF_INET6, 0x80),
+    )
