@@ -70,15 +70,14 @@ async def running_adaptor(
     test defaults; whatever pod VM it leaves behind is removed afterwards."""
     root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")  # agent socket paths stay short
     node = f"node-{uuid.uuid4().hex[:6]}"
-    settings = adaptor_env(
-        root, libvirtd,
-        LIBVIRT_CPU="1",
-        LIBVIRT_MEMORY="1024",
-        LIBVIRT_IP_TIMEOUT="600s",
-        PROXY_TIMEOUT="600s",
-        NODE_NAME=node,
+    settings = adaptor_env(root, libvirtd, **{
+        "LIBVIRT_CPU": "1",
+        "LIBVIRT_MEMORY": "1024",
+        "LIBVIRT_IP_TIMEOUT": "600s",
+        "PROXY_TIMEOUT": "600s",
+        "NODE_NAME": node,
         **env,
-    )
+    })
     proc = AdaptorInNetns(libvirtd.netns, settings, f"{root}/adaptor.log", command)
     conn = libvirt.open(daemon.URI)
     try:

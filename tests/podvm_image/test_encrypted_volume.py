@@ -60,6 +60,7 @@ from tests.podvm_image.podvm import (  # noqa: E402
     NO_NETNS,
     agent_check,
     domain_names,
+    pool_volumes,
     refresh_pool,
     running_adaptor,
 )
@@ -178,7 +179,7 @@ def initdata_toml(kbs_url: str) -> str:
 @pytest.fixture
 async def adaptor(podvm_libvirtd: daemon.Libvirtd, kbs: KbsInNetns,
                   volumes: Volumes) -> AsyncIterator[AdaptorInNetns]:
-    env = {"INITDATA": initdata.encode(initdata_toml(kbs.url))}
+    env = {"INITDATA": initdata.encode(initdata_toml(kbs.url)), "LIBVIRT_CPU": "2"}
     command = (sys.executable, "-c", ADAPTOR, str(volumes.directory), "libvirt")
     async with running_adaptor(podvm_libvirtd, env, command) as proc:
         yield proc
@@ -270,6 +271,14 @@ async def test_an_encrypted_volume_opens_with_the_kbs_key_and_only_with_it(
               f"{time.monotonic() - started:.0f}s")
         assert {"path": GOOD_KEY_ID, "status": 200} in kbs.requests()
 
+        # the guest components the data hub needs run from the initdata's configuration
+        assert (await sh(client, "c1", "systemctl is-active attestation-agent "
+                                       "confidential-data-hub")).split() == ["active"] * 2
+        # the provider's root disk is SATA: the volumes are vda (LUN 0) and vdb (LUN 1)
+        disks = await sh(client, "c1", "for d in /sys/block/vd*; do "
+                                       "echo ${d##*/} $(cat $d/serial); done")
+        assert disks.splitlines() == ["vda peerpods-lun-0", "vdb peerpods-lun-1"]
+
         # readable in the pod's mount
         source = f"/run/cloud-volumes/{good}"
         await sh(client, "c1", f"echo {marker} > {source}/marker && sync")
@@ -308,6 +317,11 @@ async def test_an_encrypted_volume_opens_with_the_kbs_key_and_only_with_it(
         status_code, _ = await agent_check(agent_socket)
         assert status_code == health_pb2.HealthCheckResponse.SERVING
 
+        # neither key ever reached the VM's logs
+        logs = await sh(client, "c1", "journalctl -b -o cat")
+        for key in kbs.resources.values():
+            assert key.hex() not in logs and repr(key)[2:-1] not in logs
+
         # DestroySandbox: unmounted and closed (the agent forgot c1: look from a new one)
         await call(client, "DestroySandbox", agent_pb2.DestroySandboxRequest())
         await call(client, "CreateContainer", container("after"))
@@ -315,6 +329,8 @@ async def test_an_encrypted_volume_opens_with_the_kbs_key_and_only_with_it(
 
     await adaptor.shim.stop_vm(sid)
     assert name not in domain_names()
+    assert {Path(volumes.fresh).name, Path(volumes.preformatted).name} <= pool_volumes(
+        podvm_libvirtd)
     assert (await asyncio.to_thread(on_host, volumes.fresh, marker)).size == VOLUME_SIZE
     assert await asyncio.to_thread(opens_with, volumes.preformatted, volumes.own_key)
     assert await adaptor.terminate() == 0
