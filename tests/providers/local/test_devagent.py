@@ -318,3 +318,15 @@ def test_help_documents_allow_exec(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--allow-exec" in text and "without isolation" in text
+
+
+def test_the_local_provider_starts_the_stand_in_without_exec(tmp_path: Path) -> None:
+    from providers.local.layout import VmPaths
+    from providers.local.vm import VmConfig, agent_argv
+
+    config = VmConfig(paths=VmPaths(tmp_path), instance_id="i-1", listen="127.0.0.1:15150",
+                      pod_netns="/run/netns/podns", process_user_data="pud",
+                      forwarder="apf")
+    argv = agent_argv(config)
+    assert argv[1:3] == ["-m", "providers.local.devagent"]
+    assert "--allow-exec" not in argv
