@@ -9,7 +9,11 @@ asset tag -> azure; ``/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_*`` -> aws
   ``/dev/disk/by-path/*vmbus*-lun-<lun>`` link not on SCSI host 0;
 * aws: the EBS by-id link whose name holds the volume id without dashes
   (``vol-0abc`` -> ``..._vol0abc``); by index among the links only when there is no id;
-* libvirt: ``/dev/vd<b+lun>``;
+* libvirt: the virtio disk whose serial (``/sys/block/vdX/serial``) is ``peerpods-lun-<lun>``,
+  the serial this project's libvirt provider gives volume N; only when no virtio disk carries
+  such a serial, upstream's ``/dev/vd<b+lun>`` (which assumes the root disk is ``vda``: on
+  x86_64 the provider's root disk is SATA, so there volume 0 is ``vda`` and the letters
+  would name the wrong disk);
 * always last: SCSI HCTL matching in sysfs (hosts other than 0 first; on host 0 only
   devices that are neither mounted nor partitioned).
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 AWS_EBS_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
+LIBVIRT_SERIAL_PREFIX = "peerpods-lun-"  # providers/libvirt/datadisks.py SERIAL_PREFIX
 DEFAULT_DETECT_ATTEMPTS = 15
 DEFAULT_DETECT_DELAY = 2.0
 _SYSFS_PREFIXES = ("sd", "nvme", "vd")
@@ -135,7 +140,28 @@ def find_aws(layout: DiskLayout, lun: int, disk_id: str) -> str | None:
     return target
 
 
+def _virtio_serials(layout: DiskLayout) -> dict[str, str]:
+    """The virtio disks that carry one of the libvirt provider's serials: serial -> name."""
+    found = {}
+    for block in sorted(layout.sys.glob("block/vd*")):
+        try:
+            serial = (block / "serial").read_text().strip()
+        except OSError:
+            continue
+        if serial.startswith(LIBVIRT_SERIAL_PREFIX):
+            found[serial] = block.name
+    return found
+
+
 def find_libvirt(layout: DiskLayout, lun: int) -> str | None:
+    serials = _virtio_serials(layout)
+    if serials:
+        name = serials.get(f"{LIBVIRT_SERIAL_PREFIX}{lun}")
+        target = None if name is None else _resolve(layout.dev / name)
+        if target is not None:
+            log.info("found libvirt virtio disk by serial %s%d: %s", LIBVIRT_SERIAL_PREFIX, lun,
+                     target)
+        return target
     if not 0 <= lun <= 24:
         return None
     device = layout.dev / f"vd{chr(ord('b') + lun)}"

@@ -12,36 +12,36 @@ domain and its volumes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator
 
 import pytest
 
 from protocols import initdata
 from protocols.kata import health_pb2
-from protocols.ttrpc import Client
 from providers.local.devagent import NAME as DEVAGENT_NAME
 from tests.adaptor.shim import shim_annotations
-from tests.podvm_image.image import image_path, manifest_path
-from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_env, remove_node_leftovers
+from tests.podvm_image.image import manifest_path
 
 libvirt = pytest.importorskip("libvirt")
 
+from tests.podvm_image.podvm import (  # noqa: E402
+    NO_NETNS,
+    agent_check,
+    domain_names,
+    pool_volumes,
+    running_adaptor,
+)
 from tests.providers.libvirt import libvirtd as daemon  # noqa: E402
+from tests.providers.libvirt.adaptorproc import AdaptorInNetns  # noqa: E402
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
 
-VOLUME = "podvm-image.qcow2"
-NO_NETNS = "/var/run/netns/cni-absent"  # no pod network: the pod netns does not exist
 BOOT_TIMEOUT = 900.0  # StartVM under emulation on a shared machine, with margin
 INITDATA_TOML = (
     'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
@@ -49,75 +49,12 @@ INITDATA_TOML = (
 )
 
 
-@pytest.fixture(scope="module")
-def podvm_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[daemon.Libvirtd]:
-    """A libvirtd of this module's own (stopped before the provider tests start theirs)
-    whose pool also holds the pod VM image."""
-    if not image_path().is_file():
-        pytest.skip(f"no pod VM image at {image_path()} (.ci/setup.d/40-podvm-image.sh)")
-    try:
-        daemon.check_prerequisites()
-    except daemon.Unavailable as exc:
-        pytest.skip(f"real libvirtd unavailable: {exc}")
-    with daemon.running_libvirtd(tmp_path_factory.mktemp("libvirtd")) as running:
-        target = daemon.POOL_DIR / VOLUME
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        try:
-            os.link(image_path(), target)
-        except OSError:
-            shutil.copyfile(image_path(), target)
-        conn = libvirt.open(daemon.URI)
-        try:
-            conn.storagePoolLookupByName(running.pool).refresh(0)
-        finally:
-            conn.close()
-        try:
-            yield replace(running, base_volume=VOLUME)
-        finally:
-            target.unlink(missing_ok=True)
-
-
 @pytest.fixture
 async def adaptor(podvm_libvirtd: daemon.Libvirtd) -> AsyncIterator[AdaptorInNetns]:
-    root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")  # agent socket paths stay short
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    env = adaptor_env(
-        root, podvm_libvirtd,
-        LIBVIRT_CPU="1",
-        LIBVIRT_MEMORY="1024",
-        LIBVIRT_IP_TIMEOUT="600s",
-        PROXY_TIMEOUT="600s",
-        NODE_NAME=node,
-        INITDATA=initdata.encode(INITDATA_TOML),
-    )
-    proc = AdaptorInNetns(podvm_libvirtd.netns, env, f"{root}/adaptor.log")
-    conn = libvirt.open(daemon.URI)
-    try:
-        await proc.start()
+    async with running_adaptor(podvm_libvirtd, {
+        "INITDATA": initdata.encode(INITDATA_TOML),
+    }) as proc:
         yield proc
-    finally:
-        try:
-            await proc.aclose()
-        finally:
-            print(proc.log()[-20000:])  # pytest shows it when the test failed
-            try:
-                removed = remove_node_leftovers(conn, podvm_libvirtd, node)
-                if removed:
-                    print(f"removed pod VMs the adaptor left behind: {removed}")
-            finally:
-                conn.close()
-                shutil.rmtree(root, ignore_errors=True)
-
-
-async def agent_check(socket_path: str) -> tuple[int, str]:
-    """grpc.Health Check and Version through the adaptor's agent proxy."""
-    async with await Client.connect_unix(socket_path) as client:
-        check = await client.call("grpc.Health", "Check", health_pb2.CheckRequest(),
-                                  health_pb2.HealthCheckResponse, timeout=60)
-        version = await client.call("grpc.Health", "Version", health_pb2.CheckRequest(),
-                                    health_pb2.VersionCheckResponse, timeout=60)
-    return int(check.status), version.agent_version
 
 
 #: Run in the daemon's namespace: a TLS client without a certificate dials the forwarder
@@ -152,24 +89,6 @@ def domain_address(name: str, network: str) -> str:
         assert mac is not None
         leases = conn.networkLookupByName(network).DHCPLeases()
         return str(next(lease["ipaddr"] for lease in leases if lease["mac"] == mac.get("address")))
-    finally:
-        conn.close()
-
-
-def pool_volumes(podvm_libvirtd: daemon.Libvirtd) -> set[str]:
-    conn = libvirt.open(daemon.URI)
-    try:
-        pool = conn.storagePoolLookupByName(podvm_libvirtd.pool)
-        pool.refresh(0)
-        return {v.name() for v in pool.listAllVolumes()}
-    finally:
-        conn.close()
-
-
-def domain_names() -> set[str]:
-    conn = libvirt.open(daemon.URI)
-    try:
-        return {d.name() for d in conn.listAllDomains(0)}
     finally:
         conn.close()
 

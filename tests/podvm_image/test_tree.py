@@ -142,6 +142,7 @@ def test_slots_and_the_development_agent(rootfs: RootFs, manifest: dict[str, Any
     if agent.startswith("development agent"):
         wrapper = rootfs.read("/usr/local/bin/kata-agent").decode()
         assert "-m providers.local.devagent --socket /run/kata-containers/agent.sock" in wrapper
+        assert "--allow-exec" in wrapper  # what tests/podvm_image look inside the VM with
     elif agent == "missing":
         assert not rootfs.exists("/usr/local/bin/kata-agent")
         assert "kata-agent" in manifest["missing"]

@@ -149,6 +149,23 @@ def test_libvirt_by_virtio_letter(tmp_path: Path, disks: list[Path]) -> None:
     assert find_once(lay, "libvirt", 25, "") is None
 
 
+def test_libvirt_by_the_providers_serial(tmp_path: Path, disks: list[Path]) -> None:
+    """The libvirt provider's x86_64 domains boot from SATA: volume 0 is vda, not vdb."""
+    lay = layout(tmp_path)
+    for name, serial, disk in (("vda", "peerpods-lun-0", disks[0]),
+                               ("vdb", "peerpods-lun-1", disks[1])):
+        link(lay.dev / name, disk)
+        (lay.sys / "block" / name).mkdir(parents=True)
+        (lay.sys / "block" / name / "serial").write_text(serial + "\n")
+    assert detect_provider(lay) == "libvirt"
+    assert find_once(lay, "libvirt", 0, "") == str(disks[0])
+    assert find_once(lay, "libvirt", 1, "") == str(disks[1])
+    # with serials present, a LUN without one is not guessed from the letters
+    assert find_once(lay, "libvirt", 2, "") is None
+    link(lay.dev / "vdd", disks[0])
+    assert find_once(lay, "libvirt", 2, "") is None
+
+
 def test_sysfs_hctl_prefers_data_hosts_and_skips_mounted(tmp_path: Path) -> None:
     lay = layout(tmp_path)
     for name, hctl in (("sda", "0:0:0:1"), ("sdb", "1:0:0:1"), ("sdc", "2:0:0:1")):

@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import libvirt
@@ -54,18 +54,19 @@ def adaptor_env(root: str, daemon: Libvirtd, **extra: str) -> dict[str, str]:
 class AdaptorInNetns:
     """Start, wait for, stop and read the log of one adaptor process."""
 
-    def __init__(self, netns: str, env: Mapping[str, str], log_path: str) -> None:
+    def __init__(self, netns: str, env: Mapping[str, str], log_path: str,
+                 command: Sequence[str] = ()) -> None:
         self.netns = netns
         self.env = dict(env)
         self.log_path = log_path
+        self.command = tuple(command) or (sys.executable, "-m", "adaptor", "libvirt")
         self.shim = Shim(self.env["REMOTE_HYPERVISOR_ENDPOINT"])
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - tiny, test setup
             self.proc = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", self.netns,
-                sys.executable, "-m", "adaptor", "libvirt",
+                "ip", "netns", "exec", self.netns, *self.command,
                 cwd=REPO, env=self.env, stdout=log, stderr=log,
             )
         async with asyncio.timeout(timeout):

@@ -7,9 +7,11 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import empty_pb2
+from google.protobuf.message import Message
 
 from protocols.kata import agent_pb2, health_pb2, oci_pb2
 from protocols.ttrpc import Client, Code, Server, TTRPCError
@@ -165,3 +167,166 @@ async def test_command_line_serves_and_records(tmp_path: Path) -> None:
     assert entry["method"] == "SetPolicy"
     assert entry["request"] == {"policy": "package agent_policy"}
     assert not sock.exists()
+
+
+async def _serve_exec(tmp_path: Path, *, allow_exec: bool) -> tuple[Server, str]:
+    server = Server()
+    DevAgent(io.StringIO(), allow_exec=allow_exec).register(server)
+    path = str(tmp_path / "agent.sock")
+    await server.start_unix(path)
+    return server, path
+
+
+def _exec_request(cid: str, eid: str, args: list[str], cwd: str = "",
+                  env: tuple[str, ...] = ()) -> agent_pb2.ExecProcessRequest:
+    return agent_pb2.ExecProcessRequest(
+        container_id=cid, exec_id=eid,
+        process=oci_pb2.Process(Args=args, Env=list(env), Cwd=cwd))
+
+
+async def _read_all(client: Client, method: str, cid: str, eid: str,
+                    chunk: int = 0) -> list[bytes]:
+    """The chunks of one stream, until the agent says it ended."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            reply = await client.call(
+                "grpc.AgentService", method,
+                agent_pb2.ReadStreamRequest(container_id=cid, exec_id=eid, len=chunk),
+                agent_pb2.ReadStreamResponse, timeout=10)
+        except TTRPCError as exc:
+            assert exc.message == "read meet eof"
+            return chunks
+        assert reply.data
+        chunks.append(reply.data)
+
+
+SCRIPT = ("import os, sys; print(os.getcwd()); print(os.environ['MARK']); "
+          "sys.stdout.write('x' * 10); sys.stderr.write('to stderr'); sys.exit(3)")
+
+
+async def test_allow_exec_runs_the_process_and_returns_its_output_and_status(
+    tmp_path: Path,
+) -> None:
+    server, path = await _serve_exec(tmp_path, allow_exec=True)
+    try:
+        async with await Client.connect_unix(path) as client:
+            await client.call("grpc.AgentService", "CreateContainer",
+                              agent_pb2.CreateContainerRequest(container_id="c1"), Empty,
+                              timeout=5)
+            await client.call(
+                "grpc.AgentService", "ExecProcess",
+                _exec_request("c1", "e1", [sys.executable, "-c", SCRIPT], cwd=str(tmp_path),
+                              env=("MARK=exec-marker",)),
+                Empty, timeout=10)
+            out = await _read_all(client, "ReadStdout", "c1", "e1", chunk=4)
+            err = await _read_all(client, "ReadStderr", "c1", "e1")
+            status = await client.call(
+                "grpc.AgentService", "WaitProcess",
+                agent_pb2.WaitProcessRequest(container_id="c1", exec_id="e1"),
+                agent_pb2.WaitProcessResponse, timeout=10)
+    finally:
+        await server.shutdown(grace=0)
+    assert all(len(c) <= 4 for c in out)
+    assert b"".join(out) == f"{tmp_path}\nexec-marker\n".encode() + b"x" * 10
+    assert b"".join(err) == b"to stderr"
+    assert status.status == 3
+
+
+async def test_allow_exec_refusals_signals_and_sandbox_end(tmp_path: Path) -> None:
+    server, path = await _serve_exec(tmp_path, allow_exec=True)
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    try:
+        async with await Client.connect_unix(path) as client:
+            async def call(method: str, request: Message, reply: type = Empty) -> Any:
+                return await client.call("grpc.AgentService", method, request, reply,
+                                         timeout=10)
+
+            with pytest.raises(TTRPCError) as info:
+                await call("ExecProcess", _exec_request("nope", "e1", ["true"]))
+            assert info.value.code == Code.NOT_FOUND
+            await call("CreateContainer", agent_pb2.CreateContainerRequest(container_id="c1"))
+            with pytest.raises(TTRPCError) as info:
+                await call("ExecProcess", _exec_request("c1", "e0", []))
+            assert info.value.code == Code.INVALID_ARGUMENT
+            with pytest.raises(TTRPCError, match="no-such-binary"):
+                await call("ExecProcess",
+                           _exec_request("c1", "e0", [str(tmp_path / "no-such-binary")]))
+            await call("ExecProcess", _exec_request("c1", "e1", sleep))
+            with pytest.raises(TTRPCError) as info:
+                await call("ExecProcess", _exec_request("c1", "e1", sleep))
+            assert info.value.code == Code.ALREADY_EXISTS
+            await call("SignalProcess",
+                       agent_pb2.SignalProcessRequest(container_id="c1", exec_id="e1", signal=9))
+            waited = await call("WaitProcess",
+                                agent_pb2.WaitProcessRequest(container_id="c1", exec_id="e1"),
+                                agent_pb2.WaitProcessResponse)
+            assert waited.status == 137
+            # what is still running when the sandbox goes is killed
+            await call("ExecProcess", _exec_request("c1", "e2", [
+                sys.executable, "-c",
+                "import os, time; print(os.getpid(), flush=True); time.sleep(60)"]))
+            first = await call("ReadStdout",
+                               agent_pb2.ReadStreamRequest(container_id="c1", exec_id="e2"),
+                               agent_pb2.ReadStreamResponse)
+            pid = int(first.data)
+            await call("DestroySandbox", agent_pb2.DestroySandboxRequest())
+            assert await poll_until(lambda: not _alive(pid), 10)
+    finally:
+        await server.shutdown(grace=0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def test_without_allow_exec_exec_process_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    script = f"import pathlib; pathlib.Path({str(marker)!r}).touch(); print('ran')"
+    server, path = await _serve_exec(tmp_path, allow_exec=False)
+    try:
+        async with await Client.connect_unix(path) as client:
+            await client.call("grpc.AgentService", "CreateContainer",
+                              agent_pb2.CreateContainerRequest(container_id="c1"), Empty,
+                              timeout=5)
+            await client.call("grpc.AgentService", "ExecProcess",
+                              _exec_request("c1", "e1", [sys.executable, "-c", script]),
+                              Empty, timeout=5)
+            await client.call("grpc.AgentService", "SignalProcess",
+                              agent_pb2.SignalProcessRequest(container_id="c1", signal=9),
+                              Empty, timeout=5)
+            # the stream is the (ended) container's, not the process's: no output, "EOF"
+            with pytest.raises(TTRPCError) as info:
+                await client.call(
+                    "grpc.AgentService", "ReadStdout",
+                    agent_pb2.ReadStreamRequest(container_id="c1", exec_id="e1"),
+                    agent_pb2.ReadStreamResponse, timeout=10)
+            assert info.value.message == "EOF"
+    finally:
+        await server.shutdown(grace=0)
+    assert not marker.exists()
+
+
+def test_help_documents_allow_exec(capsys: pytest.CaptureFixture[str]) -> None:
+    from providers.local.devagent import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-exec" in text and "without isolation" in text
+
+
+def test_the_local_provider_starts_the_stand_in_without_exec(tmp_path: Path) -> None:
+    from providers.local.layout import VmPaths
+    from providers.local.vm import VmConfig, agent_argv
+
+    config = VmConfig(paths=VmPaths(tmp_path), instance_id="i-1", listen="127.0.0.1:15150",
+                      pod_netns="/run/netns/podns", process_user_data="pud",
+                      forwarder="apf")
+    argv = agent_argv(config)
+    assert argv[1:3] == ["-m", "providers.local.devagent"]
+    assert "--allow-exec" not in argv
