@@ -23,15 +23,18 @@ from typing import Any
 
 import pytest
 
-from protocols.kata import agent_pb2, health_pb2
-from protocols.ttrpc import Client
 from tests.adaptor.helpers import eventually
-from tests.adaptor.shim import Shim, shim_annotations
+from tests.adaptor.shim import Shim
 from tests.fakes import leakcheck
-from tests.fakes.agent import TestAgent
 from tests.netns import NetnsPool
-from tests.providers.adaptorworld import REPO, WorldDir, adaptor_env, wait_serving
-from tests.providers.aws.fleet import agent_socket, netns_id
+from tests.providers.adaptorworld import (
+    REPO,
+    WorldDir,
+    adaptor_env,
+    pods_through_the_adaptor,
+    wait_serving,
+)
+from tests.providers.aws.fleet import netns_id
 from tests.providers.aws.nsworld import _adaptor_command, _python, _spawn, _stop
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(180)]
@@ -105,31 +108,6 @@ async def azure_world(node: str) -> AsyncIterator[AzureWorld]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def _one_pod(world: AzureWorld, shim: Shim, n: int, agents: list[TestAgent]
-                   ) -> tuple[str, str, str]:
-    sid = secrets.token_hex(32)
-    pod = f"pod-{n}"
-    agent = TestAgent(agent_socket(world.agents_dir, sid))
-    agents.append(agent)
-    await agent.start()
-    socket_path = await shim.create_vm(sid, shim_annotations(pod=pod, namespace=NAMESPACE),
-                                       netns=f"/var/run/netns/cni-{sid[:8]}")
-    await shim.start_vm(sid, timeout=60)
-    instance_id = await shim.get_info(pod, NAMESPACE)
-    assert instance_id.endswith(f"/virtualMachines/podvm-{pod}-{sid[:8]}"), instance_id
-    async with await Client.connect_unix(socket_path) as conn:
-        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
-                                 health_pb2.HealthCheckResponse, timeout=10)
-        assert health.status == health_pb2.HealthCheckResponse.SERVING
-        payload = agent_pb2.CreateSandboxRequest(hostname=pod, sandbox_id=sid
-                                                 ).SerializeToString()
-        await conn.call_raw("grpc.AgentService", "CreateSandbox", payload, timeout=10)
-    assert [(c.method, c.payload) for c in agent.calls] == [("CreateSandbox", payload)]
-    await shim.stop_vm(sid)
-    await shim.stop_vm(sid)  # a second StopVM is fine
-    return sid, pod, instance_id
-
-
 async def test_five_pods_through_the_adaptor_on_the_arm_endpoint() -> None:
     node = f"node-{secrets.token_hex(4)}"
     async with azure_world(node) as world:
@@ -137,16 +115,10 @@ async def test_five_pods_through_the_adaptor_on_the_arm_endpoint() -> None:
         leakcheck.add_secret(secret)
         await world.start_adaptor()
         shim = Shim(world.socket)
-        agents: list[TestAgent] = []
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(_one_pod(world, shim, n, agents))
-                         for n in range(PODS)]
-        finally:
-            for agent in agents:
-                await agent.aclose()
-        results = {instance_id: (sid, pod) for sid, pod, instance_id in
-                   (task.result() for task in tasks)}
+        pods = await pods_through_the_adaptor(world.agents_dir, shim, PODS, NAMESPACE)
+        results = {instance_id: (sid, pod) for sid, pod, instance_id in pods}
+        for instance_id, (sid, pod) in results.items():
+            assert instance_id.endswith(f"/virtualMachines/podvm-{pod}-{sid[:8]}"), instance_id
         assert len(results) == PODS
 
         started = {e["instance"]: e for e in world.events("started")}

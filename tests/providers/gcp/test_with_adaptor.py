@@ -15,27 +15,28 @@ import contextlib
 import ipaddress
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from protocols.kata import agent_pb2, health_pb2
-from protocols.ttrpc import Client
 from providers.base import NODE_TAG
 from tests.adaptor.helpers import eventually
-from tests.adaptor.shim import Shim, shim_annotations
+from tests.adaptor.shim import Shim
 from tests.fakes import leakcheck
-from tests.fakes.agent import TestAgent
 from tests.netns import Netns, NetnsPool
-from tests.providers.adaptorworld import REPO, WorldDir, adaptor_env, wait_serving
-from tests.providers.aws.fleet import agent_socket, netns_id
+from tests.providers.adaptorworld import (
+    REPO,
+    WorldDir,
+    adaptor_env,
+    pods_through_the_adaptor,
+    wait_serving,
+)
+from tests.providers.aws.fleet import netns_id
 from tests.providers.aws.nsworld import _adaptor_command, _spawn, _stop
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(120)]
@@ -124,47 +125,14 @@ def _python() -> str:
     return sys.executable
 
 
-async def _one_pod(world: GcpWorld, shim: Shim, n: int, agents: list[TestAgent]
-                   ) -> tuple[str, str, str]:
-    sid = secrets.token_hex(32)
-    pod = f"pod-{n}"
-    agent = TestAgent(agent_socket(world.agents_dir, sid))
-    agents.append(agent)
-    await agent.start()
-    socket_path = await shim.create_vm(sid, shim_annotations(pod=pod, namespace=NAMESPACE),
-                                       netns=f"/var/run/netns/cni-{sid[:8]}")
-    await shim.start_vm(sid, timeout=60)
-    instance_id = await shim.get_info(pod, NAMESPACE)
-    assert instance_id.isdigit(), instance_id  # GCE's numeric instance id
-    async with await Client.connect_unix(socket_path) as conn:
-        health = await conn.call("grpc.Health", "Check", health_pb2.CheckRequest(),
-                                 health_pb2.HealthCheckResponse, timeout=10)
-        assert health.status == health_pb2.HealthCheckResponse.SERVING
-        create = agent_pb2.CreateSandboxRequest(hostname=pod, sandbox_id=sid
-                                                ).SerializeToString()
-        await conn.call_raw("grpc.AgentService", "CreateSandbox", create, timeout=10)
-    assert [(c.method, c.payload) for c in agent.calls] == [("CreateSandbox", create)]
-    await shim.stop_vm(sid)
-    assert not Path(socket_path).exists()  # noqa: ASYNC240
-    await shim.stop_vm(sid)  # a second StopVM is fine
-    return sid, pod, instance_id
-
-
 async def test_five_pods_through_the_adaptor_on_the_compute_endpoint() -> None:
     node = f"node-{uuid.uuid4().hex[:8]}"
     async with gcp_world(node) as world:
         await world.start_adaptor("debug")
         shim = Shim(world.socket)
-        agents: list[TestAgent] = []
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(_one_pod(world, shim, n, agents))
-                         for n in range(PODS)]
-        finally:
-            for agent in agents:
-                await agent.aclose()
-        results = {instance: (sid, pod) for sid, pod, instance in
-                   (task.result() for task in tasks)}
+        pods = await pods_through_the_adaptor(world.agents_dir, shim, PODS, NAMESPACE)
+        results = {instance: (sid, pod) for sid, pod, instance in pods}
+        assert all(instance.isdigit() for instance in results), results  # GCE's numeric ids
         await eventually(lambda: len(world.events("stopped")) == PODS, timeout=10)
         assert _stop(world.adaptor, 20.0) == 0, world.log()[-3000:]
         world.adaptor = None
