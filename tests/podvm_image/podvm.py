@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +21,7 @@ from protocols.kata import health_pb2
 from protocols.ttrpc import Client
 from tests.podvm_image.image import image_path
 from tests.providers.libvirt import libvirtd as daemon
-from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_env, remove_node_leftovers
+from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_session
 
 VOLUME = "podvm-image.qcow2"
 NO_NETNS = "/var/run/netns/cni-absent"  # no pod network: the pod netns does not exist
@@ -68,33 +66,14 @@ async def running_adaptor(
 ) -> AsyncIterator[AdaptorInNetns]:
     """The adaptor (libvirt provider) for pod VMs of the image, with ``env`` on top of the
     test defaults; whatever pod VM it leaves behind is removed afterwards."""
-    root = tempfile.mkdtemp(prefix="ppi", dir="/tmp")  # agent socket paths stay short
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    settings = adaptor_env(root, libvirtd, **{
+    async with adaptor_session(libvirtd, "ppi", command, **{
         "LIBVIRT_CPU": "1",
         "LIBVIRT_MEMORY": "1024",
         "LIBVIRT_IP_TIMEOUT": "600s",
         "PROXY_TIMEOUT": "600s",
-        "NODE_NAME": node,
         **env,
-    })
-    proc = AdaptorInNetns(libvirtd.netns, settings, f"{root}/adaptor.log", command)
-    conn = libvirt.open(daemon.URI)
-    try:
-        await proc.start()
+    }) as (proc, _conn, _settings):
         yield proc
-    finally:
-        try:
-            await proc.aclose()
-        finally:
-            print(proc.log()[-20000:])  # pytest shows it when the test failed
-            try:
-                removed = remove_node_leftovers(conn, libvirtd, node)
-                if removed:
-                    print(f"removed pod VMs the adaptor left behind: {removed}")
-            finally:
-                conn.close()
-                shutil.rmtree(root, ignore_errors=True)
 
 
 async def agent_check(socket_path: str) -> tuple[int, str]:

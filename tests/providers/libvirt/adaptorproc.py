@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import libvirt
@@ -130,3 +133,33 @@ def remove_node_leftovers(conn: libvirt.virConnect, daemon: Libvirtd, node: str)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.storageVolLookupByName(volume).delete(0)
     return removed
+
+
+@contextlib.asynccontextmanager
+async def adaptor_session(
+    daemon: Libvirtd, prefix: str, command: Sequence[str] = (), **env: str
+) -> AsyncIterator[tuple[AdaptorInNetns, libvirt.virConnect, dict[str, str]]]:
+    """An adaptor for ``daemon`` on a node of its own (``env`` on top of :func:`adaptor_env`),
+    started; yields it, a libvirt connection and its settings. Afterwards it is stopped, the
+    end of its log printed (pytest shows it when the test failed), the pod VMs it left
+    behind removed, and its directory (``/tmp/<prefix>*``: agent socket paths stay short)."""
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    settings = adaptor_env(root, daemon, **{"NODE_NAME": node, **env})
+    proc = AdaptorInNetns(daemon.netns, settings, f"{root}/adaptor.log", command)
+    conn = libvirt.open(URI)
+    try:
+        await proc.start()
+        yield proc, conn, settings
+    finally:
+        try:
+            await proc.aclose()
+        finally:
+            print(proc.log()[-20000:])
+            try:
+                removed = remove_node_leftovers(conn, daemon, node)
+                if removed:
+                    print(f"removed pod VMs the adaptor left behind: {removed}")
+            finally:
+                conn.close()
+                shutil.rmtree(root, ignore_errors=True)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import shutil
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -40,13 +38,9 @@ from providers.libvirt.storage import stream_download
 from tests.adaptor.helpers import expect_error
 from tests.adaptor.shim import Shim, shim_annotations
 from tests.fakes import leakcheck
-from tests.providers.libvirt.adaptorproc import (
-    AdaptorInNetns,
-    adaptor_env,
-    remove_node_leftovers,
-)
+from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_session
 from tests.providers.libvirt.conftest import libvirt
-from tests.providers.libvirt.libvirtd import URI, Libvirtd
+from tests.providers.libvirt.libvirtd import Libvirtd
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
 
@@ -91,34 +85,15 @@ class Rig:
 
 @pytest.fixture
 async def rig(libvirtd: Libvirtd) -> AsyncIterator[Rig]:
-    root = tempfile.mkdtemp(prefix="ppl", dir="/tmp")  # agent socket paths stay short
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    env = adaptor_env(
-        root, libvirtd,
+    async with adaptor_session(
+        libvirtd, "ppl",
         LIBVIRT_CPU="1",
         LIBVIRT_MEMORY="768",
         LIBVIRT_IP_TIMEOUT=IP_TIMEOUT,
         PROXY_TIMEOUT=f"{PROXY_TIMEOUT:g}s",
-        NODE_NAME=node,
         INITDATA=INITDATA,
-    )
-    adaptor = AdaptorInNetns(libvirtd.netns, env, f"{root}/adaptor.log")
-    conn = libvirt.open(URI)
-    try:
-        await adaptor.start()
+    ) as (adaptor, conn, env):
         yield Rig(libvirtd, adaptor, conn, env["PODS_DIR"])
-    finally:
-        try:
-            await adaptor.aclose()
-        finally:
-            print(adaptor.log()[-20000:])  # pytest shows it when the test failed
-            try:
-                removed = remove_node_leftovers(conn, libvirtd, node)
-                if removed:
-                    print(f"removed pod VMs the adaptor left behind: {removed}")
-            finally:
-                conn.close()
-                shutil.rmtree(root, ignore_errors=True)
 
 
 async def start_and_wait_for_instance(
