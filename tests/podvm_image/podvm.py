@@ -25,6 +25,7 @@ from tests.providers.libvirt.adaptorproc import AdaptorInNetns, adaptor_session
 
 VOLUME = "podvm-image.qcow2"
 NO_NETNS = "/var/run/netns/cni-absent"  # no pod network: the pod netns does not exist
+BOOT_TIMEOUT = 900.0  # StartVM under emulation on a shared machine, with margin
 
 
 @contextlib.contextmanager

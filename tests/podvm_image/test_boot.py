@@ -31,6 +31,7 @@ from tests.podvm_image.image import manifest_path
 libvirt = pytest.importorskip("libvirt")
 
 from tests.podvm_image.podvm import (  # noqa: E402
+    BOOT_TIMEOUT,
     NO_NETNS,
     agent_check,
     domain_names,
@@ -42,7 +43,6 @@ from tests.providers.libvirt.adaptorproc import AdaptorInNetns  # noqa: E402
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
 
-BOOT_TIMEOUT = 900.0  # StartVM under emulation on a shared machine, with margin
 INITDATA_TOML = (
     'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
     f'"policy.rego" = "package agent_policy\\n# podvm image test {uuid.uuid4().hex}\\n"\n'

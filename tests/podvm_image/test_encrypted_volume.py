@@ -57,6 +57,7 @@ from tests.podvm_image.kbsproc import KbsInNetns
 libvirt = pytest.importorskip("libvirt")
 
 from tests.podvm_image.podvm import (  # noqa: E402
+    BOOT_TIMEOUT,
     NO_NETNS,
     agent_check,
     domain_names,
@@ -69,7 +70,6 @@ from tests.providers.libvirt.adaptorproc import AdaptorInNetns  # noqa: E402
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.netns]
 
-BOOT_TIMEOUT = 900.0  # StartVM under emulation on a shared machine, with margin
 MOUNT_TIMEOUT = 300.0  # attestation, luksFormat and luksOpen (argon2) and mkfs in the VM
 VOLUME_SIZE = 64 * 1024 * 1024
 POD_UID = str(uuid.uuid4())
